@@ -1,0 +1,271 @@
+//! Configuration from the environment, compatible with the Python system's deployment.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::timeout::TimeoutConfig;
+use serde::Deserialize;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
+    #[error("set DATABASE_URL or DB_CONNECTION_SECRET_ARN")]
+    NoDatabase,
+    #[error("secret {secret_id}: {reason}")]
+    Secret { secret_id: String, reason: String },
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+}
+
+/// A setting that must be present and non-empty.
+pub fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(value),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Err(ConfigError::Missing(name)),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Malformed {
+            name,
+            reason: "not UTF-8".into(),
+        }),
+    }
+}
+
+/// A setting with a default; set but unparseable is an error, not the default.
+pub fn optional<T>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => {
+            value
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Malformed {
+                    name,
+                    reason: format!("{value:?}: {e}"),
+                })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// `TO_DOWNLOAD_SQS_QUEUE_URL`, checked to be an http(s) URL.
+pub fn queue_url() -> Result<String, ConfigError> {
+    let value = required("TO_DOWNLOAD_SQS_QUEUE_URL")?;
+    match url::Url::parse(&value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(value),
+        Ok(url) => Err(ConfigError::Malformed {
+            name: "TO_DOWNLOAD_SQS_QUEUE_URL",
+            reason: format!("scheme {:?} is not http(s)", url.scheme()),
+        }),
+        Err(e) => Err(ConfigError::Malformed {
+            name: "TO_DOWNLOAD_SQS_QUEUE_URL",
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// `MAX_ACQUISITION_AGE_DAYS` (default 30): older acquisitions are reprocessing, not news.
+pub fn max_acquisition_age() -> Result<chrono::Duration, ConfigError> {
+    let days: u16 = optional("MAX_ACQUISITION_AGE_DAYS", 30)?;
+    Ok(chrono::Duration::days(days.into()))
+}
+
+/// Where the database connection comes from.
+#[derive(Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`.
+    Url(String),
+    /// `DB_CONNECTION_SECRET_ARN`: an RDS-format secret in Secrets Manager.
+    Secret(String),
+}
+
+impl std::fmt::Debug for DatabaseSource {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url(_) => f.write_str("DatabaseSource::Url(<redacted>)"),
+            Self::Secret(arn) => write!(f, "DatabaseSource::Secret({arn})"),
+        }
+    }
+}
+
+impl DatabaseSource {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Ok(url) = required("DATABASE_URL") {
+            return Ok(Self::Url(url));
+        }
+        if let Ok(arn) = required("DB_CONNECTION_SECRET_ARN") {
+            return Ok(Self::Secret(arn));
+        }
+        Err(ConfigError::NoDatabase)
+    }
+
+    pub async fn connect_options(&self, aws: &SdkConfig) -> Result<PgConnectOptions, ConfigError> {
+        match self {
+            Self::Url(url) => url
+                .parse()
+                .map_err(|e: sqlx::Error| ConfigError::Malformed {
+                    name: "DATABASE_URL",
+                    // sqlx's message does not echo the URL.
+                    reason: e.to_string(),
+                }),
+            Self::Secret(arn) => {
+                let text = secret_string(aws, arn).await?;
+                let secret: RdsSecret =
+                    serde_json::from_str(&text).map_err(|e| ConfigError::Secret {
+                        secret_id: arn.clone(),
+                        reason: format!("not an RDS connection secret: {e}"),
+                    })?;
+                Ok(secret.connect_options())
+            }
+        }
+    }
+}
+
+/// The JSON layout RDS and CDK give database secrets.
+#[derive(Deserialize)]
+struct RdsSecret {
+    username: String,
+    password: String,
+    host: String,
+    dbname: String,
+    #[serde(default, deserialize_with = "port_number_or_string")]
+    port: Option<u16>,
+}
+
+impl RdsSecret {
+    fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port.unwrap_or(5432))
+            .username(&self.username)
+            .password(&self.password)
+            .database(&self.dbname)
+    }
+}
+
+fn port_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Option::<Port>::deserialize(d)? {
+        None => Ok(None),
+        Some(Port::Number(n)) => Ok(Some(n)),
+        Some(Port::Text(s)) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The `SecretString` of a Secrets Manager secret.
+pub async fn secret_string(aws: &SdkConfig, secret_id: &str) -> Result<String, ConfigError> {
+    let client = aws_sdk_secretsmanager::Client::new(aws);
+    let output = client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| ConfigError::Secret {
+            secret_id: secret_id.to_owned(),
+            reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+        })?;
+    output.secret_string.ok_or_else(|| ConfigError::Secret {
+        secret_id: secret_id.to_owned(),
+        reason: "has no SecretString".into(),
+    })
+}
+
+/// The shared AWS configuration: region and credentials from the standard chain,
+/// `AWS_ENDPOINT_URL` for a local server, and timeouts so a dead endpoint fails fast.
+pub async fn aws_config() -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// Pool settings. Lambda runs many environments at once, each with its own pool,
+/// so pools stay small (`DB_POOL_MAX_CONNECTIONS`); put RDS Proxy in front at scale.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl PoolSettings {
+    pub fn from_env(default_max_connections: u32) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_connections: optional("DB_POOL_MAX_CONNECTIONS", default_max_connections)?.max(1),
+            acquire_timeout: Duration::from_secs(optional("DB_ACQUIRE_TIMEOUT_SECONDS", 5)?),
+        })
+    }
+
+    /// A pool that connects on first use, so start-up does not wait on (or fail
+    /// because of) the database; a database fault then surfaces per request.
+    pub fn connect_lazy(&self, options: PgConnectOptions) -> PgPool {
+        self.pool_options().connect_lazy_with(options)
+    }
+
+    pub async fn connect(&self, options: PgConnectOptions) -> Result<PgPool, ConfigError> {
+        self.pool_options()
+            .connect_with(options)
+            .await
+            .map_err(ConfigError::Connect)
+    }
+
+    fn pool_options(&self) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rds_secret_port_may_be_a_number_a_string_or_absent() {
+        for (text, port) in [
+            (
+                r#"{"username":"u","password":"p","host":"h","dbname":"d","port":6543}"#,
+                Some(6543),
+            ),
+            (
+                r#"{"username":"u","password":"p","host":"h","dbname":"d","port":"6543"}"#,
+                Some(6543),
+            ),
+            (
+                r#"{"username":"u","password":"p","host":"h","dbname":"d","engine":"postgres"}"#,
+                None,
+            ),
+        ] {
+            let secret: RdsSecret = serde_json::from_str(text).unwrap();
+            assert_eq!(secret.port, port);
+            assert_eq!(secret.connect_options().get_port(), port.unwrap_or(5432));
+        }
+        assert!(
+            serde_json::from_str::<RdsSecret>(r#"{"username":"u","host":"h","dbname":"d"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn database_url_is_never_printed() {
+        let source = DatabaseSource::Url("postgres://u:hunter2@h/d".into());
+        assert!(!format!("{source:?}").contains("hunter2"));
+    }
+}

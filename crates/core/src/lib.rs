@@ -1,0 +1,14 @@
+//! Everything the HLS Sentinel-2 link fetchers share that is not Lambda:
+//! the granule model, the tile set, the store, the queue and configuration.
+
+pub mod config;
+pub mod granule;
+pub mod logging;
+pub mod queue;
+pub mod store;
+pub mod tiles;
+
+pub use granule::{Granule, InvalidGranule, ProductFields};
+pub use queue::{DownloadQueue, QueueError, SqsQueue};
+pub use store::{FetchCursor, GranuleCount, GranuleStore, RecordError, StoreError};
+pub use tiles::TileSet;
