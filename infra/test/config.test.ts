@@ -1,0 +1,64 @@
+import { App } from 'aws-cdk-lib';
+import { configFromContext, DEFAULT_ASSETS_DIR, DEFAULTS } from '../lib/config';
+
+const config = (context: Record<string, unknown> = {}) => configFromContext(new App({ context }).node);
+
+describe('context configuration', () => {
+  test('defaults', () => {
+    expect(config()).toEqual({
+      stage: 'dev',
+      stackName: 'hls-s2-link-fetcher-dev',
+      assetsDir: DEFAULT_ASSETS_DIR,
+      architecture: 'arm64',
+      dbSecretArn: undefined,
+      vpc: undefined,
+      existingQueue: undefined,
+      scheduleEnabled: true,
+      scheduleExpression: 'cron(0 12 * * ? *)',
+      days: 5,
+      platforms: ['S2A', 'S2B', 'S2C'],
+      mapMaxConcurrency: 3,
+      fetchMaxRetries: 3,
+      searchUrl: 'https://catalogue.dataspace.copernicus.eu',
+      maxAcquisitionAgeDays: 30,
+      deadlineMarginSeconds: 60,
+      dbPoolMaxConnections: 2,
+      logLevel: 'info',
+      logRetentionDays: 30,
+      alarmTopicArn: undefined,
+      endpointUrlParameterName: '/hls-s2-downloader-serverless/dev/link_subscription_endpoint_url',
+    });
+    expect(DEFAULT_ASSETS_DIR).toMatch(/target[/\\]lambda$/);
+    expect(DEFAULTS.platforms).toEqual(['S2A', 'S2B', 'S2C']);
+  });
+
+  test('command-line strings and typed cdk.json values both work', () => {
+    expect(config({ scheduleEnabled: 'false', days: '7', platforms: 'S2A, S2B' })).toMatchObject({
+      scheduleEnabled: false, days: 7, platforms: ['S2A', 'S2B'],
+    });
+    expect(config({ scheduleEnabled: false, days: 7, platforms: ['S2B'] })).toMatchObject({
+      scheduleEnabled: false, days: 7, platforms: ['S2B'],
+    });
+    expect(config({ securityGroupIds: 'sg-0abc1234,sg-0abc5678', vpcId: 'vpc-0123abcd', subnetIds: ['subnet-0a1b2c3d'] }).vpc)
+      .toEqual({ vpcId: 'vpc-0123abcd', subnetIds: ['subnet-0a1b2c3d'], securityGroupIds: ['sg-0abc1234', 'sg-0abc5678'] });
+  });
+
+  test.each([
+    [{ architecture: 'aarch64' }, /architecture/],
+    [{ stage: 'has space' }, /stage/],
+    [{ scheduleEnabled: 'yes' }, /scheduleEnabled/],
+    [{ days: '0' }, /days/],
+    [{ mapMaxConcurrency: '2.5' }, /mapMaxConcurrency/],
+    [{ platforms: 'S2A,L8' }, /platforms/],
+    [{ logRetentionDays: '10' }, /logRetentionDays/],
+    [{ dbSecretArn: 'arn:aws:secretsmanager:us-west-2:123456789012:secret:nosuffix' }, /dbSecretArn/],
+    [{ vpcId: 'vpc-0123abcd' }, /subnetIds/],
+    [{ subnetIds: 'subnet-0a1b2c3d' }, /without vpcId/],
+    [{ vpcId: 'vpc-0123abcd', subnetIds: 'subnet-0a1b2c3d', securityGroupId: 'sg-1' }, /securityGroupIds/],
+    [{ toDownloadQueueUrl: 'https://sqs.us-west-2.amazonaws.com/123456789012/q' }, /toDownloadQueueArn/],
+    [{ toDownloadQueueArn: 'arn:aws:sns:us-west-2:123456789012:q' }, /toDownloadQueueArn/],
+    [{ scheduleExpression: '0 12 * * *' }, /scheduleExpression/],
+  ])('rejects %j', (context, message) => {
+    expect(() => config(context)).toThrow(message);
+  });
+});
