@@ -4,8 +4,11 @@
 set -euo pipefail
 
 if ! command -v moto_server >/dev/null 2>&1; then
-  echo "moto_server is not installed: run 'make install' (pip install 'moto[server]')" >&2
-  exit 1
+  echo "moto_server is not installed: installing moto[server] from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
+  hash -r
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
+  command -v moto_server >/dev/null 2>&1 || { echo "moto_server still not on PATH after pip install" >&2; exit 1; }
 fi
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
