@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Executor, PgPool};
 use tokio::sync::OnceCell;
 
+pub mod catalogue_stub;
 pub mod fixtures;
 
 static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();

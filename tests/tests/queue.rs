@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{TimeZone, Utc};
-use hls_core::{DownloadQueue, Granule, GranuleStore, ProductFields, QueueError, RecordError, SqsQueue};
+use hls_core::{
+    DownloadQueue, Granule, GranuleStore, ProductFields, QueueError, RecordError, SqsQueue,
+};
 use integration_tests::{TestDatabase, fixtures};
 use serde_json::{Value, json};
 
@@ -24,8 +26,15 @@ struct FakeSqs {
     accepted: Mutex<Vec<String>>,
 }
 
-async fn send_message_batch(State(sqs): State<Arc<FakeSqs>>, headers: HeaderMap, body: String) -> impl IntoResponse {
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+async fn send_message_batch(
+    State(sqs): State<Arc<FakeSqs>>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if target != "AmazonSQS.SendMessageBatch" {
         return (StatusCode::BAD_REQUEST, format!("unexpected {target}")).into_response();
     }
@@ -59,18 +68,25 @@ async fn fake_sqs(flaky: &[&Granule], broken: &[&Granule]) -> (Arc<FakeSqs>, Sqs
         broken: broken.iter().map(|g| g.id.clone()).collect(),
         ..FakeSqs::default()
     });
-    let app = Router::new().route("/", axum::routing::post(send_message_batch)).with_state(state.clone());
+    let app = Router::new()
+        .route("/", axum::routing::post(send_message_batch))
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("t", "t", None, None, "t"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "t", "t", None, None, "t",
+        ))
         .endpoint_url(&endpoint)
         .build();
     let client = aws_sdk_sqs::Client::from_conf(config);
-    (state, SqsQueue::new(client, format!("{endpoint}/123456789012/to-download"), 4))
+    (
+        state,
+        SqsQueue::new(client, format!("{endpoint}/123456789012/to-download"), 4),
+    )
 }
 
 fn granules(count: usize) -> Vec<Granule> {
@@ -99,17 +115,32 @@ fn granules(count: usize) -> Vec<Granule> {
 async fn entries_rejected_inside_a_successful_batch_are_sent_again_alone() {
     let batch = granules(25);
     let (sqs, queue) = fake_sqs(&[&batch[3], &batch[14]], &[]).await;
-    queue.send(&batch).await.expect("flaky entries succeed on retry");
+    queue
+        .send(&batch)
+        .await
+        .expect("flaky entries succeed on retry");
 
     let accepted: HashSet<String> = sqs.accepted.lock().unwrap().iter().cloned().collect();
     assert_eq!(accepted.len(), 25);
-    assert_eq!(sqs.accepted.lock().unwrap().len(), 25, "an accepted entry was sent again");
+    assert_eq!(
+        sqs.accepted.lock().unwrap().len(),
+        25,
+        "an accepted entry was sent again"
+    );
     let calls = sqs.seen.lock().unwrap().clone();
-    assert_eq!(calls.iter().filter(|c| c.len() > 1).count(), 3, "three batches of at most ten");
+    assert_eq!(
+        calls.iter().filter(|c| c.len() > 1).count(),
+        3,
+        "three batches of at most ten"
+    );
     let retries: Vec<&Vec<String>> = calls.iter().skip(3).collect();
     assert_eq!(retries.len(), 2);
     for retry in retries {
-        assert_eq!(retry.len(), 1, "a retry carries only the rejected entry: {retry:?}");
+        assert_eq!(
+            retry.len(),
+            1,
+            "a retry carries only the rejected entry: {retry:?}"
+        );
     }
 }
 
@@ -118,14 +149,23 @@ async fn an_entry_that_keeps_failing_is_an_error_and_nothing_is_recorded() {
     let batch = granules(12);
     let (sqs, queue) = fake_sqs(&[], &[&batch[5]]).await;
     let error = queue.send(&batch).await.unwrap_err();
-    assert!(matches!(error, QueueError::Rejected { count: 1, .. }), "{error}");
+    assert!(
+        matches!(error, QueueError::Rejected { count: 1, .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("InternalError"), "{error}");
-    assert!(sqs.seen.lock().unwrap().len() > 2, "the rejected entry was retried");
+    assert!(
+        sqs.seen.lock().unwrap().len() > 2,
+        "the rejected entry was retried"
+    );
 
     let db = TestDatabase::migrated().await;
     let store = GranuleStore::new(db.pool.clone());
     let error = store.record_and_queue(&batch, &queue).await.unwrap_err();
     assert!(matches!(error, RecordError::Queue(_)));
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM granule").fetch_one(&db.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM granule")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 0);
 }

@@ -13,7 +13,8 @@ use sqlx::PgPool;
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 fn granule(n: usize) -> Granule {
-    let acquired = Utc.with_ymd_and_hms(2024, 4, 1, 10, 0, 0).unwrap() + chrono::Duration::seconds(n as i64);
+    let acquired =
+        Utc.with_ymd_and_hms(2024, 4, 1, 10, 0, 0).unwrap() + chrono::Duration::seconds(n as i64);
     let name = fixtures::product_name("S2B", "28PHQ", acquired, n as u32);
     let id = format!("00000000-0000-4000-8000-{n:012}");
     let url = format!("https://catalogue.dataspace.copernicus.eu/odata/v1/Products({id})/$value");
@@ -27,13 +28,16 @@ fn granule(n: usize) -> Granule {
         end_position: acquired,
         ingestion_date: acquired + chrono::Duration::hours(2),
         download_url: &url,
-        checksum: (n % 2 == 0).then_some(checksum.as_str()),
+        checksum: n.is_multiple_of(2).then_some(checksum.as_str()),
     })
     .expect("valid granule")
 }
 
 async fn granule_ids(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar("SELECT id FROM granule ORDER BY id").fetch_all(pool).await.unwrap()
+    sqlx::query_scalar("SELECT id FROM granule ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 /// The tables as the Python system's SQLAlchemy/Alembic migrations created them.
@@ -103,7 +107,9 @@ async fn migrations_create_the_download_service_schema_on_an_empty_database() {
     let granule = column_types(&db.pool, "granule").await;
     let expect = |name: &str, ty: &str, len: Option<i32>| {
         assert!(
-            granule.iter().any(|(n, t, nullable, l)| n == name && t == ty && nullable == "NO" && *l == len),
+            granule
+                .iter()
+                .any(|(n, t, nullable, l)| n == name && t == ty && nullable == "NO" && *l == len),
             "granule.{name} should be {ty} not null ({len:?}); got {granule:?}"
         );
     };
@@ -129,7 +135,12 @@ async fn migrations_create_the_download_service_schema_on_an_empty_database() {
         ("fetched_links", "bigint"),
         ("last_fetched_time", "timestamp without time zone"),
     ] {
-        assert!(count.iter().any(|(n, t, nullable, _)| n == name && t == ty && nullable == "NO"), "{name}: {count:?}");
+        assert!(
+            count
+                .iter()
+                .any(|(n, t, nullable, _)| n == name && t == ty && nullable == "NO"),
+            "{name}: {count:?}"
+        );
     }
     // Columns added for the Rust fetcher must be nullable or defaulted, so the Python service can insert rows.
     let added_without_default: Vec<String> = sqlx::query_scalar(
@@ -140,7 +151,10 @@ async fn migrations_create_the_download_service_schema_on_an_empty_database() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert!(added_without_default.is_empty(), "{added_without_default:?}");
+    assert!(
+        added_without_default.is_empty(),
+        "{added_without_default:?}"
+    );
     let primary_key: Vec<String> = sqlx::query_scalar(
         "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
          WHERE i.indrelid = 'granule_count'::regclass AND i.indisprimary ORDER BY a.attname",
@@ -158,18 +172,27 @@ async fn migrations_create_the_download_service_schema_on_an_empty_database() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let platform: String = sqlx::query_scalar("SELECT platform FROM granule_count").fetch_one(&db.pool).await.unwrap();
+    let platform: String = sqlx::query_scalar("SELECT platform FROM granule_count")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(platform, "S2A+S2B");
 }
 
 #[tokio::test]
 async fn migrations_adopt_a_python_database_without_changing_its_rows() {
     let db = TestDatabase::empty().await;
-    sqlx::raw_sql(PYTHON_SCHEMA).execute(&db.pool).await.unwrap();
+    sqlx::raw_sql(PYTHON_SCHEMA)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let before = python_rows(&db.pool).await;
     assert_eq!(before.len(), 5);
 
-    MIGRATOR.run(&db.pool).await.expect("migrations apply to the Python database");
+    MIGRATOR
+        .run(&db.pool)
+        .await
+        .expect("migrations apply to the Python database");
     assert_eq!(python_rows(&db.pool).await, before);
     // Applying them again is a no-op.
     MIGRATOR.run(&db.pool).await.unwrap();
@@ -177,8 +200,19 @@ async fn migrations_adopt_a_python_database_without_changing_its_rows() {
 
     // The adopted database works with the new store.
     let store = GranuleStore::new(db.pool.clone());
-    let count = store.get_or_create_granule_count(NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(), "S2A").await.unwrap();
-    assert_eq!((count.available_links, count.fetched_links, count.cursor, count.completed), (1200, 1100, None, false));
+    let count = store
+        .get_or_create_granule_count(NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(), "S2A")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            count.available_links,
+            count.fetched_links,
+            count.cursor,
+            count.completed
+        ),
+        (1200, 1100, None, false)
+    );
 }
 
 #[tokio::test]
@@ -187,13 +221,20 @@ async fn migrations_started_by_two_processes_at_once_both_succeed() {
     let (a, b) = (db.options.clone(), db.options.clone());
     // Separate pools stand for separate processes; sqlx serialises them with an advisory lock.
     let run = |options: sqlx::postgres::PgConnectOptions| async move {
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
         MIGRATOR.run(&pool).await
     };
     let (ra, rb) = tokio::join!(run(a), run(b));
     ra.expect("first migrator");
     rb.expect("second migrator");
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations").fetch_one(&db.pool).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(applied, MIGRATOR.iter().count() as i64);
 }
 
@@ -204,10 +245,20 @@ async fn recording_the_same_batch_twice_queues_nothing_the_second_time() {
     let store = GranuleStore::new(db.pool.clone());
     let batch: Vec<Granule> = (0..25).map(granule).collect();
 
-    let first = store.record_and_queue(&batch, &queue.sqs_queue()).await.unwrap();
+    let first = store
+        .record_and_queue(&batch, &queue.sqs_queue())
+        .await
+        .unwrap();
     assert_eq!(first.len(), 25);
-    let second = store.record_and_queue(&batch, &queue.sqs_queue()).await.unwrap();
-    assert!(second.is_empty(), "second recording returned {} new", second.len());
+    let second = store
+        .record_and_queue(&batch, &queue.sqs_queue())
+        .await
+        .unwrap();
+    assert!(
+        second.is_empty(),
+        "second recording returned {} new",
+        second.len()
+    );
 
     let drained = queue.drain(DRAIN_IDLE).await;
     assert_eq!(drained.by_id.len(), 25);
@@ -221,7 +272,10 @@ async fn duplicates_inside_one_batch_are_recorded_and_queued_once() {
     let queue = TestQueue::new().await;
     let store = GranuleStore::new(db.pool.clone());
     let batch = vec![granule(1), granule(2), granule(1)];
-    let new = store.record_and_queue(&batch, &queue.sqs_queue()).await.unwrap();
+    let new = store
+        .record_and_queue(&batch, &queue.sqs_queue())
+        .await
+        .unwrap();
     assert_eq!(new.len(), 2);
     assert_eq!(queue.drain(DRAIN_IDLE).await.deliveries, 2);
 }
@@ -251,7 +305,11 @@ async fn concurrent_overlapping_batches_give_one_row_and_one_message_per_id() {
         returned_new.extend(result.unwrap().into_iter().map(|g| g.id));
     }
     let unique: HashSet<&String> = returned_new.iter().collect();
-    assert_eq!(returned_new.len(), 110, "each id is new for exactly one task");
+    assert_eq!(
+        returned_new.len(),
+        110,
+        "each id is new for exactly one task"
+    );
     assert_eq!(unique.len(), 110);
 
     let drained = queue.drain(DRAIN_IDLE).await;
@@ -269,9 +327,15 @@ async fn a_queue_failure_leaves_no_granule_row_and_a_retry_records_them() {
 
     let error = store.record_and_queue(&batch, &missing).await.unwrap_err();
     assert!(matches!(error, RecordError::Queue(_)), "{error}");
-    assert!(granule_ids(&db.pool).await.is_empty(), "rows left behind after a queue failure");
+    assert!(
+        granule_ids(&db.pool).await.is_empty(),
+        "rows left behind after a queue failure"
+    );
 
-    let new = store.record_and_queue(&batch, &queue.sqs_queue()).await.unwrap();
+    let new = store
+        .record_and_queue(&batch, &queue.sqs_queue())
+        .await
+        .unwrap();
     assert_eq!(new.len(), 15);
     assert_eq!(queue.drain(DRAIN_IDLE).await.by_id.len(), 15);
 }
@@ -285,7 +349,10 @@ async fn messages_received_from_the_queue_have_exactly_the_download_service_fiel
     let without_checksum = granule(3);
     assert!(without_checksum.checksum.is_none());
     store
-        .record_and_queue(&[with_checksum.clone(), without_checksum.clone()], &queue.sqs_queue())
+        .record_and_queue(
+            &[with_checksum.clone(), without_checksum.clone()],
+            &queue.sqs_queue(),
+        )
         .await
         .unwrap();
 
@@ -310,11 +377,13 @@ async fn messages_received_from_the_queue_have_exactly_the_download_service_fiel
 
     // The row holds the same values, in UTC, and '' for an unknown checksum.
     let (tileid, begin, checksum, downloaded): (String, chrono::NaiveDateTime, String, bool) =
-        sqlx::query_as("SELECT tileid, beginposition, checksum, downloaded FROM granule WHERE id = $1")
-            .bind(&without_checksum.id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        sqlx::query_as(
+            "SELECT tileid, beginposition, checksum, downloaded FROM granule WHERE id = $1",
+        )
+        .bind(&without_checksum.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(tileid, "28PHQ");
     assert_eq!(begin.and_utc(), without_checksum.begin_position);
     assert_eq!(checksum, "");
@@ -333,17 +402,38 @@ async fn granule_count_is_created_once_and_fetched_links_add_up_under_concurrenc
     });
     for created in futures::future::join_all(creations).await {
         let created = created.unwrap();
-        assert_eq!((created.available_links, created.fetched_links, created.completed), (0, 0, false));
+        assert_eq!(
+            (
+                created.available_links,
+                created.fetched_links,
+                created.completed
+            ),
+            (0, 0, false)
+        );
     }
 
     store.set_available_links(day, "S2B", 4321).await.unwrap();
-    let cursor = FetchCursor { publication_date: Utc.with_ymd_and_hms(2024, 4, 1, 12, 0, 0).unwrap(), skip: 3 };
+    let cursor = FetchCursor {
+        publication_date: Utc.with_ymd_and_hms(2024, 4, 1, 12, 0, 0).unwrap(),
+        skip: 3,
+    };
     let adds = (0..20).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.add_fetched_links(day, "S2B", 7, Some(cursor), false).await.unwrap() })
+        tokio::spawn(async move {
+            store
+                .add_fetched_links(day, "S2B", 7, Some(cursor), false)
+                .await
+                .unwrap()
+        })
     });
-    futures::future::join_all(adds).await.into_iter().for_each(|r| r.unwrap());
-    store.add_fetched_links(day, "S2B", 1, Some(cursor), true).await.unwrap();
+    futures::future::join_all(adds)
+        .await
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    store
+        .add_fetched_links(day, "S2B", 1, Some(cursor), true)
+        .await
+        .unwrap();
 
     let count = store.get_or_create_granule_count(day, "S2B").await.unwrap();
     assert_eq!(count.available_links, 4321);
@@ -351,7 +441,14 @@ async fn granule_count_is_created_once_and_fetched_links_add_up_under_concurrenc
     assert_eq!(count.cursor, Some(cursor));
     assert!(count.completed);
     // Other platforms of the same day are separate rows.
-    assert_eq!(store.get_or_create_granule_count(day, "S2A").await.unwrap().fetched_links, 0);
+    assert_eq!(
+        store
+            .get_or_create_granule_count(day, "S2A")
+            .await
+            .unwrap()
+            .fetched_links,
+        0
+    );
 }
 
 #[tokio::test]
@@ -360,25 +457,59 @@ async fn last_linked_fetched_time_is_upserted_in_the_python_format() {
     let store = GranuleStore::new(db.pool.clone());
     let first: DateTime<Utc> = Utc.with_ymd_and_hms(2024, 4, 1, 12, 0, 0).unwrap();
     store.set_last_linked_fetched_time(first).await.unwrap();
-    store.set_last_linked_fetched_time(first + chrono::Duration::microseconds(1_500_001)).await.unwrap();
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT key_name, value FROM status").fetch_all(&db.pool).await.unwrap();
-    assert_eq!(rows, [("last_linked_fetched_time".to_owned(), "2024-04-01 12:00:01.500001".to_owned())]);
+    store
+        .set_last_linked_fetched_time(first + chrono::Duration::microseconds(1_500_001))
+        .await
+        .unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT key_name, value FROM status")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [(
+            "last_linked_fetched_time".to_owned(),
+            "2024-04-01 12:00:01.500001".to_owned()
+        )]
+    );
 }
 
 #[test]
 fn tile_ids_parse_from_the_real_product_names() {
     let page = fixtures::odata_page();
-    let names: Vec<&str> = page["value"].as_array().unwrap().iter().map(|p| p["Name"].as_str().unwrap()).collect();
-    let tiles: Vec<Option<&str>> = names.iter().map(|n| hls_core::granule::tile_id_from_name(n)).collect();
+    let names: Vec<&str> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["Name"].as_str().unwrap())
+        .collect();
+    let tiles: Vec<Option<&str>> = names
+        .iter()
+        .map(|n| hls_core::granule::tile_id_from_name(n))
+        .collect();
     assert_eq!(tiles, [Some("54PXA"), Some("55PBR")]);
     // Each agrees with the product's own tileId attribute.
     for product in page["value"].as_array().unwrap() {
-        let attribute = product["Attributes"].as_array().unwrap().iter().find(|a| a["Name"] == "tileId").unwrap();
-        assert_eq!(hls_core::granule::tile_id_from_name(product["Name"].as_str().unwrap()), attribute["Value"].as_str());
+        let attribute = product["Attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Name"] == "tileId")
+            .unwrap();
+        assert_eq!(
+            hls_core::granule::tile_id_from_name(product["Name"].as_str().unwrap()),
+            attribute["Value"].as_str()
+        );
     }
     let push = fixtures::push_created();
-    assert_eq!(hls_core::granule::tile_id_from_name(push["ProductName"].as_str().unwrap()), Some("28PHQ"));
+    assert_eq!(
+        hls_core::granule::tile_id_from_name(push["ProductName"].as_str().unwrap()),
+        Some("28PHQ")
+    );
     // Sentinel-1 names carry no MGRS tile.
     let s1 = fixtures::push_modified();
-    assert_eq!(hls_core::granule::tile_id_from_name(s1["ProductName"].as_str().unwrap()), None);
+    assert_eq!(
+        hls_core::granule::tile_id_from_name(s1["ProductName"].as_str().unwrap()),
+        None
+    );
 }

@@ -1,9 +1,12 @@
 //! Everything the HLS Sentinel-2 link fetchers share that is not Lambda:
 //! the granule model, the tile set, the store, the queue and configuration.
 
+pub mod catalogue;
 pub mod config;
+pub mod day_fetch;
 pub mod granule;
 pub mod logging;
+pub mod notification;
 pub mod queue;
 pub mod store;
 pub mod tiles;

@@ -159,14 +159,14 @@ impl GranuleStore {
             .filter(|g| inserted.contains(&g.id))
             .cloned()
             .collect();
-        if !new.is_empty() {
-            if let Err(error) = queue.send(&new).await {
-                // Dropping the transaction would roll back too; say it explicitly.
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(%rollback, "rollback after queue failure failed");
-                }
-                return Err(error.into());
+        if !new.is_empty()
+            && let Err(error) = queue.send(&new).await
+        {
+            // Dropping the transaction would roll back too; say it explicitly.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "rollback after queue failure failed");
             }
+            return Err(error.into());
         }
         tx.commit().await?;
         Ok(new)

@@ -1,3 +1,74 @@
-fn main() {
-    println!("Hello, world!");
+//! `link-subscription-handler`: the Lambda behind API Gateway when started by
+//! the Lambda runtime, else a command line (`serve`, `migrate`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hls_core::GranuleStore;
+use hls_core::config::{self, DatabaseSource, PoolSettings};
+use link_subscription_handler::{Subscription, lambda_service, router, serve};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Receives CDSE push notifications and queues new granules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves POST /events locally, with the same environment settings as the Lambda.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Applies the database schema.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    hls_core::logging::init();
+    let result = run().await;
+    if let Err(error) = &result {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "link-subscription-handler failed"
+        );
+    }
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
+    if hls_core::logging::running_in_lambda() {
+        // Once per execution environment; a configuration error stops the start.
+        let subscription = Subscription::from_env().await?;
+        return lambda_http::run(lambda_service(router(Arc::new(subscription))))
+            .await
+            .map_err(|e| anyhow::anyhow!(e));
+    }
+    match Cli::parse().command {
+        Command::Serve { listen } => {
+            let subscription = Subscription::from_env().await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(%listen, "serving POST /events");
+            serve(listener, router(Arc::new(subscription))).await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let aws = config::aws_config().await;
+            let options = DatabaseSource::from_env()?.connect_options(&aws).await?;
+            let pool = PoolSettings::from_env(1)?.connect(options).await?;
+            GranuleStore::new(pool).migrate().await?;
+            tracing::info!("schema is up to date");
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,198 @@
+//! The search catalogue the polling fetcher pages through, behind one small trait
+//! so that another catalogue can be added without touching the day's logic.
+//!
+//! One implementation: [`odata::ODataCatalogue`], CDSE's OData Products API.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+
+use crate::granule::Granule;
+
+pub mod odata;
+
+pub use odata::ODataCatalogue;
+
+/// The `granule_count.platform` value of a run over every platform.
+pub const ALL_PLATFORMS: &str = "S2A+S2B+S2C";
+
+/// A Sentinel-2 satellite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    S2A,
+    S2B,
+    S2C,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown platform {0:?}: expected S2A, S2B or S2C")]
+pub struct UnknownPlatform(pub String);
+
+impl Platform {
+    pub const ALL: [Platform; 3] = [Platform::S2A, Platform::S2B, Platform::S2C];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::S2A => "S2A",
+            Self::S2B => "S2B",
+            Self::S2C => "S2C",
+        }
+    }
+
+    /// The catalogue's `platformSerialIdentifier`: the letter without `S2`.
+    pub fn serial_identifier(self) -> &'static str {
+        &self.as_str()[2..]
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = UnknownPlatform;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == value)
+            .ok_or_else(|| UnknownPlatform(value.chars().take(40).collect()))
+    }
+}
+
+/// The products of one UTC publication day, and optionally one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayQuery {
+    pub date: NaiveDate,
+    pub platform: Option<Platform>,
+    /// Products acquired more than this long before the day are reprocessing, not news.
+    pub max_acquisition_age: chrono::Duration,
+}
+
+impl DayQuery {
+    /// The first instant of the day (inclusive).
+    pub fn window_start(&self) -> DateTime<Utc> {
+        self.date.and_time(NaiveTime::MIN).and_utc()
+    }
+
+    /// The first instant of the next day (exclusive): a product published at
+    /// 23:59:59.5 belongs to this day.
+    pub fn window_end(&self) -> DateTime<Utc> {
+        self.window_start() + chrono::Duration::days(1)
+    }
+
+    /// The earliest acquisition start that is kept.
+    pub fn acquired_since(&self) -> DateTime<Utc> {
+        self.window_start() - self.max_acquisition_age
+    }
+
+    /// The `granule_count.platform` value of this query.
+    pub fn platform_label(&self) -> &'static str {
+        self.platform.map_or(ALL_PLATFORMS, Platform::as_str)
+    }
+}
+
+/// One page of a day in `PublicationDate` order: the products published at or
+/// after `from`, less the first `skip` of them (those published exactly at
+/// `from` that were already examined; the catalogue breaks ties on the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub from: DateTime<Utc>,
+    pub skip: u32,
+    pub top: u32,
+    /// Ask for the number of products from `from` to the end of the day.
+    pub count: bool,
+    /// How long this one attempt may take.
+    pub timeout: Duration,
+}
+
+/// A page as the catalogue gave it, in order.
+#[derive(Debug, Clone, Default)]
+pub struct CataloguePage {
+    pub products: Vec<PageProduct>,
+    /// The number of products matching the query, when it was asked for.
+    pub count: Option<i64>,
+}
+
+/// One product of a page: a valid granule, or the reason it was rejected.
+#[derive(Debug, Clone)]
+pub struct PageProduct {
+    /// The product id, or a placeholder naming its position when it has none.
+    pub id: String,
+    /// Its publication time, when readable (the page's position depends on it).
+    pub published: Option<DateTime<Utc>>,
+    pub granule: Result<Granule, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CatalogueError {
+    /// A fault that may pass: HTTP 429 or 5xx, a connection error, a timeout.
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        /// What the catalogue asked for in `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The catalogue refused the request (a 4xx other than 429): a retry cannot help.
+    #[error("catalogue answered HTTP {status}: {message}")]
+    Refused { status: u16, message: String },
+    /// The answer is not the expected JSON page.
+    #[error("catalogue page is not the expected JSON: {0}")]
+    Malformed(String),
+    #[error("catalogue client: {0}")]
+    Client(String),
+}
+
+impl CatalogueError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}
+
+/// A catalogue that pages through one day's products in publication order.
+pub trait Catalogue: Send + Sync {
+    /// One attempt at one page; retrying is the caller's policy.
+    fn page(
+        &self,
+        query: &DayQuery,
+        request: &PageRequest,
+    ) -> impl Future<Output = Result<CataloguePage, CatalogueError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_and_map_to_serial_identifiers() {
+        assert_eq!("S2B".parse::<Platform>().unwrap(), Platform::S2B);
+        assert_eq!(Platform::S2C.serial_identifier(), "C");
+        assert_eq!(
+            "S2D".parse::<Platform>().unwrap_err().to_string(),
+            r#"unknown platform "S2D": expected S2A, S2B or S2C"#
+        );
+        assert!("s2a".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn day_window_is_half_open_and_acquisition_reaches_back() {
+        let query = DayQuery {
+            date: NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(),
+            platform: None,
+            max_acquisition_age: chrono::Duration::days(30),
+        };
+        assert_eq!(
+            query.window_start().to_rfc3339(),
+            "2024-04-01T00:00:00+00:00"
+        );
+        assert_eq!(query.window_end().to_rfc3339(), "2024-04-02T00:00:00+00:00");
+        assert_eq!(
+            query.acquired_since().to_rfc3339(),
+            "2024-03-02T00:00:00+00:00"
+        );
+        assert_eq!(query.platform_label(), ALL_PLATFORMS);
+    }
+}

@@ -1,0 +1,699 @@
+//! CDSE's OData Products API (see `CDSE-API.md`): query building and page parsing
+//! are pure functions; [`ODataCatalogue`] only adds one HTTP request.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::{Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest};
+use crate::granule::{Granule, ProductFields};
+use crate::notification::parse_timestamp;
+
+/// `SEARCH_URL`'s default: the production catalogue.
+pub const DEFAULT_SEARCH_URL: &str = "https://catalogue.dataspace.copernicus.eu";
+/// CDSE refuses `$skip` above this (HTTP 422, since 2024-11-12).
+pub const MAX_SKIP: u32 = 10_000;
+/// CDSE refuses `$top` above this.
+pub const MAX_TOP: u32 = 1_000;
+/// Download links point at the production catalogue whatever `SEARCH_URL` is, and
+/// have the form push notifications carry in their `Extracted` location, so both
+/// fetchers record the same URL for a product.
+const DOWNLOAD_URL_BASE: &str = "https://catalogue.dataspace.copernicus.eu/odata/v1/Products";
+
+/// The OData catalogue over HTTP: one client (connection pool) for every page.
+#[derive(Debug, Clone)]
+pub struct ODataCatalogue {
+    client: reqwest::Client,
+    products_url: Url,
+}
+
+impl ODataCatalogue {
+    /// `search_url` is the catalogue's root (`SEARCH_URL`), e.g. [`DEFAULT_SEARCH_URL`].
+    pub fn new(search_url: &str) -> Result<Self, CatalogueError> {
+        let root = Url::parse(search_url)
+            .map_err(|e| CatalogueError::Client(format!("SEARCH_URL {search_url:?}: {e}")))?;
+        if !matches!(root.scheme(), "http" | "https") {
+            return Err(CatalogueError::Client(format!(
+                "SEARCH_URL {search_url:?} is not http(s)"
+            )));
+        }
+        let products_url = Url::parse(&format!(
+            "{}/odata/v1/Products",
+            root.as_str().trim_end_matches('/')
+        ))
+        .map_err(|e| CatalogueError::Client(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("hls-s2-link-fetcher/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CatalogueError::Client(e.to_string()))?;
+        Ok(Self {
+            client,
+            products_url,
+        })
+    }
+
+    pub fn products_url(&self) -> &Url {
+        &self.products_url
+    }
+}
+
+impl Catalogue for ODataCatalogue {
+    async fn page(
+        &self,
+        query: &DayQuery,
+        request: &PageRequest,
+    ) -> Result<CataloguePage, CatalogueError> {
+        let url = page_url(&self.products_url, query, request);
+        let response = self
+            .client
+            .get(url)
+            .timeout(request.timeout)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let body = response.bytes().await.map_err(request_error)?;
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            return Err(CatalogueError::Transient {
+                reason: format!(
+                    "catalogue answered HTTP {}: {}",
+                    status.as_u16(),
+                    error_message(&body)
+                ),
+                retry_after,
+            });
+        }
+        if !status.is_success() {
+            return Err(CatalogueError::Refused {
+                status: status.as_u16(),
+                message: error_message(&body),
+            });
+        }
+        parse_page(&body)
+    }
+}
+
+fn request_error(e: reqwest::Error) -> CatalogueError {
+    if e.is_builder() {
+        return CatalogueError::Client(e.to_string());
+    }
+    // Connection refused or reset, timeouts, a body cut short: all may pass.
+    let mut reason = format!("catalogue request failed: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        reason.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    CatalogueError::Transient {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// An OData date literal at full (microsecond) precision: keyset paging resumes
+/// at the exact publication time of the last product examined.
+pub fn odata_timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The `$filter` of a page: S2MSI1C products of the platform, published from
+/// `from` up to (excluding) the next day's midnight, acquired recently enough.
+pub fn products_filter(query: &DayQuery, from: DateTime<Utc>) -> String {
+    let mut terms = vec![
+        "Collection/Name eq 'SENTINEL-2'".to_owned(),
+        string_attribute("productType", "S2MSI1C"),
+    ];
+    if let Some(platform) = query.platform {
+        terms.push(string_attribute(
+            "platformSerialIdentifier",
+            platform.serial_identifier(),
+        ));
+    }
+    terms.push(format!("PublicationDate ge {}", odata_timestamp(from)));
+    terms.push(format!(
+        "PublicationDate lt {}",
+        odata_timestamp(query.window_end())
+    ));
+    terms.push(format!(
+        "ContentDate/Start ge {}",
+        odata_timestamp(query.acquired_since())
+    ));
+    terms.join(" and ")
+}
+
+fn string_attribute(name: &str, value: &str) -> String {
+    format!(
+        "Attributes/OData.CSC.StringAttribute/any(att:att/Name eq '{name}' and \
+         att/OData.CSC.StringAttribute/Value eq '{value}')"
+    )
+}
+
+/// The full URL of a page, percent-encoded the way CDSE's own nextLinks are.
+pub fn page_url(products_url: &Url, query: &DayQuery, request: &PageRequest) -> Url {
+    let mut url = products_url.clone();
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs.append_pair("$filter", &products_filter(query, request.from));
+        // The server breaks ties on Id, so the order is total and `$skip` within
+        // one publication instant is stable.
+        pairs.append_pair("$orderby", "PublicationDate asc");
+        pairs.append_pair("$top", &request.top.to_string());
+        pairs.append_pair("$skip", &request.skip.to_string());
+        if request.count {
+            pairs.append_pair("$count", "true");
+        }
+        // For the `tileId` attribute, the fallback when a name carries no tile id.
+        pairs.append_pair("$expand", "Attributes");
+    }
+    url
+}
+
+/// Reads a page. Products that cannot become granules are rejected one by one
+/// (id and reason); only a body that is not a page at all fails.
+pub fn parse_page(body: &[u8]) -> Result<CataloguePage, CatalogueError> {
+    let json: Value = serde_json::from_slice(body).map_err(|e| {
+        CatalogueError::Malformed(format!("{e}; the body starts {:?}", snippet(body)))
+    })?;
+    let Some(products) = json.get("value").and_then(Value::as_array) else {
+        return Err(CatalogueError::Malformed(format!(
+            "no \"value\" array: {}",
+            error_message(body)
+        )));
+    };
+    let count = match json.get("@odata.count") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_i64().ok_or_else(|| {
+            CatalogueError::Malformed(format!("@odata.count {value} is not an integer"))
+        })?),
+    };
+    Ok(CataloguePage {
+        products: products
+            .iter()
+            .enumerate()
+            .map(|(index, product)| parse_product(index, product))
+            .collect(),
+        count,
+    })
+}
+
+/// One entry of a page's `value`.
+pub fn parse_product(index: usize, product: &Value) -> PageProduct {
+    let object = product.as_object();
+    let id = object
+        .and_then(|o| o.get("Id"))
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map_or_else(
+            || format!("<product {index} without Id>"),
+            |id| short(id, 80),
+        );
+    let published = object
+        .and_then(|o| o.get("PublicationDate"))
+        .and_then(Value::as_str)
+        .and_then(parse_timestamp);
+    let granule = match object {
+        Some(object) => granule(object),
+        None => Err("is not a JSON object".to_owned()),
+    };
+    PageProduct {
+        id,
+        published,
+        granule,
+    }
+}
+
+fn granule(product: &Map<String, Value>) -> Result<Granule, String> {
+    let id = text(product, "Id")?;
+    let name = text(product, "Name")?;
+    let size = match product.get("ContentLength") {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| format!("ContentLength {n} is not an integer"))?,
+        Some(other) => {
+            return Err(format!(
+                "ContentLength {} is not an integer",
+                short_json(other)
+            ));
+        }
+        None => return Err("ContentLength is missing".into()),
+    };
+    let ingestion_date = timestamp(product, "PublicationDate")?;
+    let content_date = product
+        .get("ContentDate")
+        .and_then(Value::as_object)
+        .ok_or("ContentDate is missing")?;
+    let begin_position =
+        timestamp(content_date, "Start").map_err(|e| format!("ContentDate/{e}"))?;
+    let end_position = timestamp(content_date, "End").map_err(|e| format!("ContentDate/{e}"))?;
+    // A page's product carries `Locations` only when expanded; without it the
+    // download link is built the way the catalogue builds its own.
+    let extracted = product
+        .get("Locations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .find(|l| l.get("FormatType").and_then(Value::as_str) == Some("Extracted"));
+    let built;
+    let download_url = match extracted
+        .and_then(|l| l.get("DownloadLink"))
+        .and_then(Value::as_str)
+    {
+        Some(link) => link,
+        None => {
+            built = format!("{DOWNLOAD_URL_BASE}({id})/$value");
+            &built
+        }
+    };
+    let checksum = md5_checksum(product).or_else(|| extracted.and_then(md5_checksum));
+    Granule::parse(ProductFields {
+        id,
+        name,
+        tile_id_attribute: tile_id_attribute(product),
+        size,
+        begin_position,
+        end_position,
+        ingestion_date,
+        download_url,
+        checksum,
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
+    match object.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(format!("{key} is missing")),
+        Some(other) => Err(format!("{key} {} is not a string", short_json(other))),
+    }
+}
+
+fn timestamp(object: &Map<String, Value>, key: &str) -> Result<DateTime<Utc>, String> {
+    let value = text(object, key)?;
+    parse_timestamp(value).ok_or_else(|| format!("{key} {:?} is not a timestamp", short(value, 40)))
+}
+
+/// The MD5 entry of a `Checksum` array; the download service works without one.
+fn md5_checksum(object: &Map<String, Value>) -> Option<&str> {
+    object
+        .get("Checksum")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|c| {
+            c.get("Algorithm")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.eq_ignore_ascii_case("MD5"))
+        })?
+        .get("Value")?
+        .as_str()
+        .filter(|v| !v.is_empty())
+}
+
+fn tile_id_attribute(product: &Map<String, Value>) -> Option<&str> {
+    product
+        .get("Attributes")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|a| a.get("Name").and_then(Value::as_str) == Some("tileId"))?
+        .get("Value")?
+        .as_str()
+}
+
+/// The catalogue's own words from an error body: `detail` as a list of
+/// `{loc, msg}` (validation errors) or an object (`message`, `ErrorMessage`),
+/// a top-level `message`, or else the start of the body.
+pub fn error_message(body: &[u8]) -> String {
+    let Ok(json) = serde_json::from_slice::<Value>(body) else {
+        return if body.iter().all(u8::is_ascii_whitespace) {
+            "(empty body)".into()
+        } else {
+            format!("{:?}", snippet(body))
+        };
+    };
+    let message = match json.get("detail") {
+        Some(Value::Array(items)) => {
+            let parts: Vec<String> = items.iter().map(validation_error).collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        Some(Value::Object(detail)) => ["message", "ErrorMessage", "msg"]
+            .iter()
+            .find_map(|key| detail.get(*key).and_then(Value::as_str))
+            .map(|message| {
+                let details: Vec<String> = detail
+                    .get("ErrorDetail")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(validation_error)
+                    .collect();
+                if details.is_empty() {
+                    message.to_owned()
+                } else {
+                    format!("{message} ({})", details.join("; "))
+                }
+            }),
+        Some(Value::String(detail)) => Some(detail.clone()),
+        _ => None,
+    }
+    .or_else(|| {
+        json.get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    message.unwrap_or_else(|| short_json(&json))
+}
+
+/// `{"loc": ["query", "$skip"], "msg": "..."}` as `query.$skip: ...`.
+fn validation_error(item: &Value) -> String {
+    let msg = item
+        .get("msg")
+        .and_then(Value::as_str)
+        .map_or_else(|| short_json(item), str::to_owned);
+    let loc: Vec<String> = item
+        .get("loc")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|part| {
+            part.as_str()
+                .map_or_else(|| part.to_string(), str::to_owned)
+        })
+        .collect();
+    if loc.is_empty() {
+        msg
+    } else {
+        format!("{}: {msg}", loc.join("."))
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+fn snippet(body: &[u8]) -> String {
+    short(String::from_utf8_lossy(body).trim(), 200)
+}
+
+fn short(value: &str, max: usize) -> String {
+    if value.chars().count() <= max {
+        value.to_owned()
+    } else {
+        format!("{}…", value.chars().take(max).collect::<String>())
+    }
+}
+
+fn short_json(value: &Value) -> String {
+    short(&value.to_string(), 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::catalogue::Platform;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn day(platform: Option<Platform>) -> DayQuery {
+        DayQuery {
+            date: NaiveDate::from_ymd_opt(2024, 4, 1).unwrap(),
+            platform,
+            max_acquisition_age: chrono::Duration::days(30),
+        }
+    }
+
+    fn request(from: DateTime<Utc>, skip: u32, count: bool) -> PageRequest {
+        PageRequest {
+            from,
+            skip,
+            top: 1000,
+            count,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn filter_covers_the_whole_day_of_one_platform() {
+        let query = day(Some(Platform::S2A));
+        assert_eq!(
+            products_filter(&query, query.window_start()),
+            "Collection/Name eq 'SENTINEL-2' and \
+             Attributes/OData.CSC.StringAttribute/any(att:att/Name eq 'productType' and att/OData.CSC.StringAttribute/Value eq 'S2MSI1C') and \
+             Attributes/OData.CSC.StringAttribute/any(att:att/Name eq 'platformSerialIdentifier' and att/OData.CSC.StringAttribute/Value eq 'A') and \
+             PublicationDate ge 2024-04-01T00:00:00.000000Z and PublicationDate lt 2024-04-02T00:00:00.000000Z and \
+             ContentDate/Start ge 2024-03-02T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn filter_resumes_at_full_precision_and_omits_the_platform_for_all() {
+        let query = day(None);
+        let from = "2024-04-01T23:59:59.500001Z".parse().unwrap();
+        let filter = products_filter(&query, from);
+        assert!(!filter.contains("platformSerialIdentifier"), "{filter}");
+        assert!(
+            filter.contains(
+                "PublicationDate ge 2024-04-01T23:59:59.500001Z and PublicationDate lt 2024-04-02T00:00:00.000000Z"
+            ),
+            "{filter}"
+        );
+    }
+
+    #[test]
+    fn page_url_is_percent_encoded_like_cdse_next_links() {
+        let query = day(Some(Platform::S2B));
+        let base =
+            Url::parse("https://catalogue.dataspace.copernicus.eu/odata/v1/Products").unwrap();
+        let url = page_url(&base, &query, &request(query.window_start(), 17, true));
+        let text = url.as_str();
+        assert!(
+            text.starts_with(
+                "https://catalogue.dataspace.copernicus.eu/odata/v1/Products?%24filter=Collection%2FName+eq+%27SENTINEL-2%27+and+"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "&%24orderby=PublicationDate+asc&%24top=1000&%24skip=17&%24count=true&%24expand=Attributes"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("PublicationDate+ge+2024-04-01T00%3A00%3A00.000000Z"),
+            "{text}"
+        );
+        // Decoding gives back exactly the filter.
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs[0].1, products_filter(&query, query.window_start()));
+        let without_count = page_url(&base, &query, &request(query.window_start(), 0, false));
+        assert!(!without_count.as_str().contains("count"));
+    }
+
+    #[test]
+    fn real_page_parses_into_granules() {
+        let page = parse_page(&fixture("cdse-odata-products-page.json")).unwrap();
+        assert_eq!(page.count, None);
+        assert_eq!(page.products.len(), 2);
+        let first = &page.products[0];
+        assert_eq!(first.id, "05edf2bb-d103-49f1-a677-9e474138d84f");
+        assert_eq!(
+            first.published,
+            Some("2023-08-23T09:26:23.105134Z".parse().unwrap())
+        );
+        let granule = first.granule.as_ref().unwrap();
+        assert_eq!(granule.tile_id, "54PXA");
+        assert_eq!(granule.size, 224105657);
+        assert_eq!(
+            granule.filename,
+            "S2A_MSIL1C_20200808T010311_N0500_R045_T54PXA_20230413T212505.SAFE"
+        );
+        assert_eq!(
+            granule.download_url,
+            "https://catalogue.dataspace.copernicus.eu/odata/v1/Products(05edf2bb-d103-49f1-a677-9e474138d84f)/$value"
+        );
+        assert_eq!(
+            granule.checksum.as_deref(),
+            Some("923ac4992d90b57d41e7ace4d9d90757")
+        );
+        assert_eq!(
+            granule.begin_position,
+            "2020-08-08T01:03:11.024Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(page.products[1].granule.as_ref().unwrap().tile_id, "55PBR");
+    }
+
+    #[test]
+    fn count_and_extracted_location_are_used_when_present() {
+        let mut page: Value =
+            serde_json::from_slice(&fixture("cdse-odata-products-page.json")).unwrap();
+        page["@odata.count"] = 47.into();
+        page["value"][0]["Checksum"] = Value::Null;
+        page["value"][0]["Locations"] = serde_json::json!([
+            {"FormatType": "Compressed", "DownloadLink": "https://zipped"},
+            {"FormatType": "Extracted", "DownloadLink": "https://download.example/x/$value",
+             "Checksum": [{"Algorithm": "MD5", "Value": "abc"}]}
+        ]);
+        let page = parse_page(page.to_string().as_bytes()).unwrap();
+        assert_eq!(page.count, Some(47));
+        let granule = page.products[0].granule.as_ref().unwrap();
+        assert_eq!(granule.download_url, "https://download.example/x/$value");
+        assert_eq!(granule.checksum.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn timestamps_are_read_leniently() {
+        let mut page: Value =
+            serde_json::from_slice(&fixture("cdse-odata-products-page.json")).unwrap();
+        let expected: DateTime<Utc> = "2024-04-01T10:00:00.123Z".parse().unwrap();
+        for text in [
+            "2024-04-01T10:00:00.123Z",
+            "2024-04-01T10:00:00.123000Z",
+            "2024-04-01T10:00:00.123+00:00",
+            "2024-04-01T10:00:00.123",
+        ] {
+            page["value"][0]["PublicationDate"] = text.into();
+            let parsed = parse_page(page.to_string().as_bytes()).unwrap();
+            assert_eq!(parsed.products[0].published, Some(expected), "{text}");
+            assert_eq!(
+                parsed.products[0].granule.as_ref().unwrap().ingestion_date,
+                expected,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_products_are_rejected_one_by_one_with_reasons() {
+        let mut page: Value =
+            serde_json::from_slice(&fixture("cdse-odata-products-page.json")).unwrap();
+        let good = page["value"][0].clone();
+        let mut cases = Vec::new();
+        let mut no_name = good.clone();
+        no_name.as_object_mut().unwrap().remove("Name");
+        cases.push((no_name, "Name is missing"));
+        let mut bad_date = good.clone();
+        bad_date["ContentDate"]["Start"] = "yesterday".into();
+        cases.push((
+            bad_date,
+            "ContentDate/Start \"yesterday\" is not a timestamp",
+        ));
+        let mut long_name = good.clone();
+        long_name["Name"] = format!("S2A_MSIL1C_T54PXA_{}", "x".repeat(300)).into();
+        cases.push((long_name, "filename is 318 characters long"));
+        let mut bad_size = good.clone();
+        bad_size["ContentLength"] = "big".into();
+        cases.push((bad_size, "ContentLength \"big\" is not an integer"));
+        let mut no_tile = good.clone();
+        no_tile["Name"] = "S2A_MSIL1C_no_tile.SAFE".into();
+        no_tile["Attributes"] = serde_json::json!([]);
+        cases.push((no_tile, "no MGRS tile id"));
+        let mut no_id = good.clone();
+        no_id.as_object_mut().unwrap().remove("Id");
+        cases.push((no_id, "Id is missing"));
+        cases.push((Value::String("oops".into()), "is not a JSON object"));
+
+        let expected: Vec<&str> = cases.iter().map(|(_, reason)| *reason).collect();
+        let mut values: Vec<Value> = cases.into_iter().map(|(product, _)| product).collect();
+        values.push(good);
+        page["value"] = values.into();
+        let parsed = parse_page(page.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.products.len(), expected.len() + 1);
+        for (product, reason) in parsed.products.iter().zip(&expected) {
+            let error = product.granule.as_ref().unwrap_err();
+            assert!(error.contains(reason), "{error:?} should say {reason:?}");
+        }
+        assert_eq!(
+            parsed.products[0].id,
+            "05edf2bb-d103-49f1-a677-9e474138d84f"
+        );
+        assert_eq!(parsed.products[5].id, "<product 5 without Id>");
+        assert!(parsed.products.last().unwrap().granule.is_ok());
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_page_fails_with_its_message() {
+        let error = parse_page(b"<html>Bad Gateway</html>").unwrap_err();
+        assert!(matches!(error, CatalogueError::Malformed(_)));
+        assert!(
+            error.to_string().contains("<html>Bad Gateway</html>"),
+            "{error}"
+        );
+        let error = parse_page(&fixture("cdse-odata-error-skip.json")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("query.$skip: Input should be less than or equal to 10000"),
+            "{error}"
+        );
+        let error = parse_page(br#"{"value": 3}"#).unwrap_err();
+        assert!(error.to_string().contains("no \"value\" array"), "{error}");
+        let error = parse_page(br#"{"value": [], "@odata.count": "x"}"#).unwrap_err();
+        assert!(error.to_string().contains("@odata.count"), "{error}");
+    }
+
+    #[test]
+    fn error_messages_come_from_the_catalogue() {
+        assert_eq!(
+            error_message(&fixture("cdse-odata-error-skip.json")),
+            "query.$skip: Input should be less than or equal to 10000"
+        );
+        assert_eq!(
+            error_message(&fixture("cdse-subscriptions-error-404.json")),
+            "Subscription with id 991c4730-cf6f-432a-9f6c-47be0230ff45 not found."
+        );
+        assert_eq!(
+            error_message(
+                br#"{"detail":{"ErrorMessage":"Invalid filter","ErrorCode":400,"ErrorDetail":[{"loc":["$filter"],"msg":"bad token"}]}}"#
+            ),
+            "Invalid filter ($filter: bad token)"
+        );
+        assert_eq!(
+            error_message(br#"{"error":"WAF","message":"Rate limit exceeded","status":429}"#),
+            "Rate limit exceeded"
+        );
+        assert_eq!(error_message(b"  "), "(empty body)");
+        assert_eq!(error_message(b"upstream timeout"), "\"upstream timeout\"");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now: DateTime<Utc> = "2024-04-01T10:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Mon, 01 Apr 2024 10:00:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Apr 2024 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

@@ -1,0 +1,637 @@
+//! A CDSE Subscriptions push notification: one POST per product event.
+//!
+//! The body is hostile input. It is read as generic JSON and walked field by
+//! field, so an error names the path of what is missing or wrong
+//! (`value.ContentDate.Start: missing`) and unknown fields are ignored.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::granule::{Granule, InvalidGranule, ProductFields};
+
+/// A notification, reduced to what the handler acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductNotification {
+    /// A new product, validated.
+    Created(Granule),
+    /// An event we do not process (`modified`, `deleted`, or one CDSE adds later).
+    Ignored {
+        event: SubscriptionEvent,
+        product_id: String,
+    },
+}
+
+/// `SubscriptionEvent` of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionEvent {
+    Created,
+    Modified,
+    Deleted,
+    Other(String),
+}
+
+impl SubscriptionEvent {
+    fn parse(value: &str) -> Self {
+        match value.to_ascii_lowercase().as_str() {
+            "created" => Self::Created,
+            "modified" => Self::Modified,
+            "deleted" => Self::Deleted,
+            _ => Self::Other(value.chars().take(40).collect()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Created => "created",
+            Self::Modified => "modified",
+            Self::Deleted => "deleted",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+impl std::fmt::Display for SubscriptionEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a notification cannot be used; `product_id` when it could be read, for the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem}")]
+pub struct NotificationError {
+    pub product_id: Option<String>,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("{path}: missing")]
+    Missing { path: String },
+    #[error("{path}: expected {expected}, found {found}")]
+    WrongType {
+        path: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{path}: {value:?} is not a timestamp")]
+    BadTimestamp { path: String, value: String },
+    #[error("value.Locations: {count} Extracted entries, expected 1")]
+    ExtractedCount { count: usize },
+    #[error("value: {0}")]
+    InvalidProduct(InvalidGranule),
+}
+
+impl ProductNotification {
+    /// Parses a notification body. Only `created` notifications need a product;
+    /// the others need their event and product id.
+    pub fn parse(body: &[u8]) -> Result<Self, NotificationError> {
+        let json: Value = serde_json::from_slice(body).map_err(|e| NotificationError {
+            product_id: None,
+            problem: Problem::NotJson(e.to_string()),
+        })?;
+        Self::from_json(&json)
+    }
+
+    pub fn from_json(json: &Value) -> Result<Self, NotificationError> {
+        let fail = |product_id: Option<&str>, problem| NotificationError {
+            product_id: product_id.map(short),
+            problem,
+        };
+        let root = object(json, "notification").map_err(|p| fail(None, p))?;
+        let value = root.get("value");
+        // `ProductId` is in every notification SUB documents; the product's `Id` is the fallback.
+        let product_id = match optional_str(root, "", "ProductId").map_err(|p| fail(None, p))? {
+            Some(id) => Some(id),
+            None => match value.and_then(Value::as_object) {
+                Some(product) => {
+                    optional_str(product, "value.", "Id").map_err(|p| fail(None, p))?
+                }
+                None => None,
+            },
+        };
+        let event = required_str(root, "", "SubscriptionEvent")
+            .map(SubscriptionEvent::parse)
+            .map_err(|p| fail(product_id, p))?;
+        let Some(product_id) = product_id else {
+            return Err(fail(
+                None,
+                Problem::Missing {
+                    path: "ProductId".into(),
+                },
+            ));
+        };
+        if event != SubscriptionEvent::Created {
+            return Ok(Self::Ignored {
+                event,
+                product_id: short(product_id),
+            });
+        }
+        let value = value.ok_or_else(|| {
+            fail(
+                Some(product_id),
+                Problem::Missing {
+                    path: "value".into(),
+                },
+            )
+        })?;
+        let product_name =
+            optional_str(root, "", "ProductName").map_err(|p| fail(Some(product_id), p))?;
+        parse_product(value, product_id, product_name)
+            .map(Self::Created)
+            .map_err(|p| fail(Some(product_id), p))
+    }
+
+    pub fn product_id(&self) -> &str {
+        match self {
+            Self::Created(granule) => &granule.id,
+            Self::Ignored { product_id, .. } => product_id,
+        }
+    }
+}
+
+/// The `value` of a `created` notification: a Products entity with its
+/// Attributes and Locations expanded.
+fn parse_product(
+    value: &Value,
+    product_id: &str,
+    product_name: Option<&str>,
+) -> Result<Granule, Problem> {
+    let product = object(value, "value")?;
+    let id = optional_str(product, "value.", "Id")?.unwrap_or(product_id);
+    let name = match optional_str(product, "value.", "Name")? {
+        Some(name) => name,
+        None => product_name.ok_or_else(|| Problem::Missing {
+            path: "value.Name".into(),
+        })?,
+    };
+    let content_date = product
+        .get("ContentDate")
+        .ok_or_else(|| missing("value.ContentDate"))
+        .and_then(|v| object(v, "value.ContentDate"))?;
+    let begin_position = timestamp(content_date, "value.ContentDate.", "Start")?;
+    let end_position = timestamp(content_date, "value.ContentDate.", "End")?;
+    let ingestion_date = timestamp(product, "value.", "PublicationDate")?;
+
+    let locations = match product.get("Locations") {
+        None | Some(Value::Null) => return Err(missing("value.Locations")),
+        Some(Value::Array(locations)) => locations,
+        Some(other) => return Err(wrong_type("value.Locations", "an array", other)),
+    };
+    let extracted: Vec<(usize, &Map<String, Value>)> = locations
+        .iter()
+        .enumerate()
+        .filter_map(|(index, location)| Some((index, location.as_object()?)))
+        .filter(|(_, location)| {
+            location
+                .get("FormatType")
+                .and_then(Value::as_str)
+                .is_some_and(|format| format.eq_ignore_ascii_case("Extracted"))
+        })
+        .collect();
+    let [(index, location)] = extracted[..] else {
+        return Err(Problem::ExtractedCount {
+            count: extracted.len(),
+        });
+    };
+    let prefix = format!("value.Locations[{index}].");
+    let download_url = required_str(location, &prefix, "DownloadLink")?;
+    // The location's length is the download's; the product's is the fallback.
+    let size = match integer(location, &prefix, "ContentLength")? {
+        Some(size) => size,
+        None => integer(product, "value.", "ContentLength")?
+            .ok_or_else(|| missing(&format!("{prefix}ContentLength")))?,
+    };
+    let checksum = md5_checksum(location);
+    let tile_id_attribute = tile_id_attribute(product);
+
+    Granule::parse(ProductFields {
+        id,
+        name,
+        tile_id_attribute,
+        size,
+        begin_position,
+        end_position,
+        ingestion_date,
+        download_url,
+        checksum,
+    })
+    .map_err(Problem::InvalidProduct)
+}
+
+/// The MD5 entry of a `Checksum` array. A missing or malformed checksum is not
+/// an error: the download service then works without one.
+fn md5_checksum(entity: &Map<String, Value>) -> Option<&str> {
+    entity
+        .get("Checksum")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|entry| {
+            entry
+                .get("Algorithm")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.eq_ignore_ascii_case("MD5"))
+        })?
+        .get("Value")?
+        .as_str()
+        .filter(|v| !v.is_empty())
+}
+
+/// The `tileId` attribute, the fallback when the product name carries no tile id.
+fn tile_id_attribute(product: &Map<String, Value>) -> Option<&str> {
+    product
+        .get("Attributes")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|a| a.get("Name").and_then(Value::as_str) == Some("tileId"))?
+        .get("Value")?
+        .as_str()
+}
+
+/// CDSE writes timestamps with 3 or 6 fraction digits and `Z` or `+00:00`;
+/// a timestamp without a zone is UTC.
+pub fn parse_timestamp(value: &str) -> Option<DateTime<Utc>> {
+    let value = value.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(at.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
+        .map(|at| at.and_utc())
+}
+
+fn timestamp(
+    entity: &Map<String, Value>,
+    prefix: &str,
+    key: &str,
+) -> Result<DateTime<Utc>, Problem> {
+    let text = required_str(entity, prefix, key)?;
+    parse_timestamp(text).ok_or_else(|| Problem::BadTimestamp {
+        path: format!("{prefix}{key}"),
+        value: short(text),
+    })
+}
+
+fn integer(entity: &Map<String, Value>, prefix: &str, key: &str) -> Result<Option<i64>, Problem> {
+    match entity.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(number @ Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| wrong_type(&format!("{prefix}{key}"), "an integer", number)),
+        Some(other) => Err(wrong_type(&format!("{prefix}{key}"), "an integer", other)),
+    }
+}
+
+fn required_str<'a>(
+    entity: &'a Map<String, Value>,
+    prefix: &str,
+    key: &str,
+) -> Result<&'a str, Problem> {
+    optional_str(entity, prefix, key)?.ok_or_else(|| missing(&format!("{prefix}{key}")))
+}
+
+/// A string field; absent, null and empty all count as missing.
+fn optional_str<'a>(
+    entity: &'a Map<String, Value>,
+    prefix: &str,
+    key: &str,
+) -> Result<Option<&'a str>, Problem> {
+    match entity.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(&format!("{prefix}{key}"), "a string", other)),
+    }
+}
+
+fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Problem> {
+    value
+        .as_object()
+        .ok_or_else(|| wrong_type(path, "an object", value))
+}
+
+fn missing(path: &str) -> Problem {
+    Problem::Missing { path: path.into() }
+}
+
+fn wrong_type(path: &str, expected: &'static str, found: &Value) -> Problem {
+    let found = match found {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    Problem::WrongType {
+        path: path.into(),
+        expected,
+        found,
+    }
+}
+
+/// Errors and logs quote at most this much of a hostile value.
+fn short(value: &str) -> String {
+    value.chars().take(80).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../../tests/fixtures/cdse-push-{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn parse(json: &Value) -> Result<ProductNotification, NotificationError> {
+        ProductNotification::parse(json.to_string().as_bytes())
+    }
+
+    fn problem(json: &Value) -> String {
+        parse(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_real_created_notification_gives_its_granule() {
+        let ProductNotification::Created(granule) = parse(&fixture("created")).unwrap() else {
+            panic!("not created");
+        };
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            granule,
+            Granule {
+                id: "f867a59a-9336-46d0-93ae-e55bf29403f8".into(),
+                filename: "S2A_MSIL1C_20240912T112541_N0511_R137_T28PHQ_20240912T133420.SAFE"
+                    .into(),
+                tile_id: "28PHQ".into(),
+                size: 132384463,
+                begin_position: t("2024-09-12T11:25:41.024Z"),
+                end_position: t("2024-09-12T11:25:41.024Z"),
+                ingestion_date: t("2024-09-12T14:52:06.118Z"),
+                download_url: "https://catalogue.dataspace.copernicus.eu/odata/v1/Products(f867a59a-9336-46d0-93ae-e55bf29403f8)/$value".into(),
+                checksum: Some("700a3f2014ab3670408b94e4310924dd".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn modified_and_deleted_are_ignored_with_their_product_id() {
+        assert_eq!(
+            parse(&fixture("modified")).unwrap(),
+            ProductNotification::Ignored {
+                event: SubscriptionEvent::Modified,
+                product_id: "b6801a5d-0e66-43d7-afac-1280f0895bf1".into()
+            }
+        );
+        let deleted = parse(&fixture("deleted")).unwrap();
+        assert_eq!(deleted.product_id(), "232d796a-0552-4679-a1ed-b8cd3d002db2");
+        assert!(matches!(
+            deleted,
+            ProductNotification::Ignored {
+                event: SubscriptionEvent::Deleted,
+                ..
+            }
+        ));
+        let mut other = fixture("created");
+        other["SubscriptionEvent"] = "archived".into();
+        assert!(matches!(
+            parse(&other).unwrap(),
+            ProductNotification::Ignored { event: SubscriptionEvent::Other(e), .. } if e == "archived"
+        ));
+    }
+
+    #[test]
+    fn no_checksum_is_not_an_error() {
+        let mut json = fixture("created");
+        json["value"]["Locations"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("Checksum");
+        let ProductNotification::Created(granule) = parse(&json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(granule.checksum, None);
+        json["value"]["Locations"][0]["Checksum"] =
+            serde_json::json!([{"Algorithm": "BLAKE3", "Value": "ab"}]);
+        let ProductNotification::Created(granule) = parse(&json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(granule.checksum, None);
+    }
+
+    #[test]
+    fn tile_id_attribute_is_the_fallback_for_the_name() {
+        let mut json = fixture("created");
+        json["value"]["Name"] = "S2A_MSIL1C_without_tile.SAFE".into();
+        let ProductNotification::Created(granule) = parse(&json).unwrap() else {
+            panic!()
+        };
+        assert_eq!(granule.tile_id, "28PHQ");
+    }
+
+    #[test]
+    fn timestamps_are_read_leniently() {
+        let expected = "2024-09-12T11:25:41.024Z".parse::<DateTime<Utc>>().unwrap();
+        for text in [
+            "2024-09-12T11:25:41.024Z",
+            "2024-09-12T11:25:41.024000Z",
+            "2024-09-12T11:25:41.024+00:00",
+            "2024-09-12T11:25:41.024000+00:00",
+            "2024-09-12T11:25:41.024",
+            "2024-09-12T11:25:41.024000",
+            "2024-09-12 11:25:41.024",
+        ] {
+            assert_eq!(parse_timestamp(text), Some(expected), "{text}");
+        }
+        assert_eq!(
+            parse_timestamp("2024-09-12T13:25:41.024+02:00"),
+            Some(expected)
+        );
+        assert_eq!(parse_timestamp("2024-09-12"), None);
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn errors_name_what_is_missing_or_wrong() {
+        let created = fixture("created");
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut json = created.clone();
+            edit(&mut json);
+            problem(&json)
+        };
+        assert_eq!(
+            with(&|j| {
+                j.as_object_mut().unwrap().remove("value");
+            }),
+            "value: missing"
+        );
+        assert_eq!(
+            with(&|j| {
+                j["value"]["ContentDate"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Start");
+            }),
+            "value.ContentDate.Start: missing"
+        );
+        assert_eq!(
+            with(&|j| j["value"]["ContentDate"]["End"] = "soon".into()),
+            "value.ContentDate.End: \"soon\" is not a timestamp"
+        );
+        assert_eq!(
+            with(&|j| j["value"]["PublicationDate"] = 5.into()),
+            "value.PublicationDate: expected a string, found a number"
+        );
+        assert_eq!(
+            with(&|j| {
+                let location = j["value"]["Locations"][0].clone();
+                j["value"]["Locations"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(location);
+            }),
+            "value.Locations: 2 Extracted entries, expected 1"
+        );
+        assert_eq!(
+            with(&|j| j["value"]["Locations"][0]["FormatType"] = "Compressed".into()),
+            "value.Locations: 0 Extracted entries, expected 1"
+        );
+        assert_eq!(
+            with(&|j| j["value"]["Locations"] = serde_json::json!({})),
+            "value.Locations: expected an array, found an object"
+        );
+        assert_eq!(
+            with(&|j| {
+                j["value"]["Locations"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("DownloadLink");
+            }),
+            "value.Locations[0].DownloadLink: missing"
+        );
+        assert_eq!(
+            with(&|j| j["value"]["Locations"][0]["ContentLength"] = "big".into()),
+            "value.Locations[0].ContentLength: expected an integer, found a string"
+        );
+        assert_eq!(
+            with(&|j| {
+                j["value"]["Name"] = "no tile".into();
+                j["value"]["Attributes"] = Value::Null;
+            }),
+            "value: no MGRS tile id in product name \"no tile\" and no tileId attribute"
+        );
+        assert_eq!(
+            with(&|j| {
+                j.as_object_mut().unwrap().remove("SubscriptionEvent");
+            }),
+            "SubscriptionEvent: missing"
+        );
+        assert_eq!(
+            with(&|j| {
+                j.as_object_mut().unwrap().remove("ProductId");
+                j["value"].as_object_mut().unwrap().remove("Id");
+            }),
+            "ProductId: missing"
+        );
+        assert_eq!(
+            problem(&serde_json::json!([1, 2])),
+            "notification: expected an object, found an array"
+        );
+        let cut = created.to_string();
+        let err = ProductNotification::parse(&cut.as_bytes()[..cut.len() / 2]).unwrap_err();
+        assert!(matches!(err.problem, Problem::NotJson(_)), "{err}");
+        // The product id is kept for the log even when the product is invalid.
+        let mut json = created.clone();
+        json["value"]["Locations"] = serde_json::json!([]);
+        assert_eq!(
+            parse(&json).unwrap_err().product_id.as_deref(),
+            Some("f867a59a-9336-46d0-93ae-e55bf29403f8")
+        );
+    }
+
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+            prop_oneof![
+                Just("created"),
+                Just("Extracted"),
+                Just("MD5"),
+                Just("2024-09-12T11:25:41.024Z"),
+                Just("S2A_X_T28PHQ_Y"),
+            ]
+            .prop_map(Value::from),
+        ];
+        let keys = prop_oneof![
+            Just("SubscriptionEvent".to_owned()),
+            Just("ProductId".to_owned()),
+            Just("value".to_owned()),
+            Just("Id".to_owned()),
+            Just("Name".to_owned()),
+            Just("ContentDate".to_owned()),
+            Just("Start".to_owned()),
+            Just("End".to_owned()),
+            Just("PublicationDate".to_owned()),
+            Just("Locations".to_owned()),
+            Just("FormatType".to_owned()),
+            Just("DownloadLink".to_owned()),
+            Just("ContentLength".to_owned()),
+            Just("Checksum".to_owned()),
+            Just("Attributes".to_owned()),
+            ".{0,8}",
+        ];
+        leaf.prop_recursive(5, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(keys.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ProductNotification::parse(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(json in arbitrary_json()) {
+            let _ = ProductNotification::from_json(&json);
+        }
+
+        /// The real notification with any one field replaced by arbitrary JSON.
+        #[test]
+        fn the_real_notification_with_a_field_replaced_never_panics(
+            path in prop::sample::select(vec![
+                "/SubscriptionEvent", "/ProductId", "/value", "/value/Id", "/value/Name",
+                "/value/ContentDate", "/value/ContentDate/Start", "/value/PublicationDate",
+                "/value/Locations", "/value/Locations/0", "/value/Locations/0/ContentLength",
+                "/value/Locations/0/Checksum", "/value/Locations/0/DownloadLink",
+                "/value/Attributes", "/value/Attributes/1/Value",
+            ]),
+            replacement in arbitrary_json(),
+        ) {
+            let mut json = fixture("created");
+            if let Some(slot) = json.pointer_mut(path) {
+                *slot = replacement;
+            }
+            let _ = ProductNotification::from_json(&json);
+        }
+    }
+}

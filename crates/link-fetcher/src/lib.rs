@@ -1,0 +1,607 @@
+//! The polling link fetcher: Lambda events and the command line, translated into
+//! calls of [`hls_core::day_fetch::fetch_day`].
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use hls_core::catalogue::{ODataCatalogue, Platform, odata::DEFAULT_SEARCH_URL};
+use hls_core::config::{self, DatabaseSource, PoolSettings, optional};
+use hls_core::day_fetch::{
+    DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, StoreRecorder, fetch_day,
+};
+use hls_core::{Granule, GranuleStore, SqsQueue, StoreError, TileSet, catalogue::DayQuery};
+use lambda_runtime::LambdaEvent;
+use serde_json::{Value, json};
+
+/// What CloudFormation is told the schema resource is called.
+pub const SCHEMA_RESOURCE_ID: &str = "hls-link-fetcher-schema";
+/// The longest `date_platform_pairs.days` accepted.
+pub const MAX_DAYS: u64 = 366;
+
+/// An invocation, in one of the shapes the state machine and CloudFormation send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "Value")]
+pub enum Event {
+    /// `{"query_date_platform": ["2024-04-01", "S2A"]}`: one day of one platform.
+    DatePlatform { date: NaiveDate, platform: Platform },
+    /// `{"query_date": "2024-04-01"}`: one day of every platform.
+    Date { date: NaiveDate },
+    /// `{"date_platform_pairs": {"days": 5, "platforms": ["S2A", "S2B"]}}`: the
+    /// pairs the state machine then fetches one by one.
+    DatePlatformPairs { days: u64, platforms: Vec<Platform> },
+    /// A CloudFormation custom-resource event (CDK `Provider`): Create and Update
+    /// apply the schema migrations, Delete leaves the database alone.
+    CustomResource { request_type: RequestType },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestType {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event: {0}")]
+pub struct EventError(pub String);
+
+fn invalid(message: impl Into<String>) -> EventError {
+    EventError(message.into())
+}
+
+impl TryFrom<Value> for Event {
+    type Error = EventError;
+
+    fn try_from(event: Value) -> Result<Self, EventError> {
+        let Value::Object(object) = &event else {
+            return Err(invalid(format!(
+                "expected a JSON object, got {}",
+                short(&event)
+            )));
+        };
+        if let Some(request_type) = object.get("RequestType") {
+            let request_type = match request_type.as_str() {
+                Some("Create") => RequestType::Create,
+                Some("Update") => RequestType::Update,
+                Some("Delete") => RequestType::Delete,
+                _ => {
+                    return Err(invalid(format!(
+                        "RequestType {} is not Create, Update or Delete",
+                        short(request_type)
+                    )));
+                }
+            };
+            return Ok(Self::CustomResource { request_type });
+        }
+        let keys = ["query_date_platform", "query_date", "date_platform_pairs"];
+        let present: Vec<&str> = keys
+            .into_iter()
+            .filter(|k| object.contains_key(*k))
+            .collect();
+        match present[..] {
+            ["query_date_platform"] => {
+                let value = &object["query_date_platform"];
+                let pair = value
+                    .as_array()
+                    .filter(|pair| pair.len() == 2)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "query_date_platform must be [\"YYYY-MM-DD\", \"S2A|S2B|S2C\"], got {}",
+                            short(value)
+                        ))
+                    })?;
+                Ok(Self::DatePlatform {
+                    date: date_value("query_date_platform[0]", &pair[0])?,
+                    platform: platform_value("query_date_platform[1]", &pair[1])?,
+                })
+            }
+            ["query_date"] => Ok(Self::Date {
+                date: date_value("query_date", &object["query_date"])?,
+            }),
+            ["date_platform_pairs"] => {
+                let value = &object["date_platform_pairs"];
+                let days = value
+                    .get("days")
+                    .and_then(Value::as_u64)
+                    .filter(|d| (1..=MAX_DAYS).contains(d))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "date_platform_pairs.days must be an integer from 1 to {MAX_DAYS}, got {}",
+                            value.get("days").map_or("nothing".into(), short)
+                        ))
+                    })?;
+                let list = value
+                    .get("platforms")
+                    .and_then(Value::as_array)
+                    .filter(|list| !list.is_empty())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "date_platform_pairs.platforms must be a non-empty list of S2A, S2B, S2C, got {}",
+                            value.get("platforms").map_or("nothing".into(), short)
+                        ))
+                    })?;
+                let mut platforms = Vec::with_capacity(list.len());
+                for (index, item) in list.iter().enumerate() {
+                    let platform =
+                        platform_value(&format!("date_platform_pairs.platforms[{index}]"), item)?;
+                    if !platforms.contains(&platform) {
+                        platforms.push(platform);
+                    }
+                }
+                Ok(Self::DatePlatformPairs { days, platforms })
+            }
+            [] => Err(invalid(format!(
+                "expected one of query_date_platform, query_date, date_platform_pairs or a \
+                 CloudFormation RequestType; got keys {:?}",
+                object.keys().take(10).collect::<Vec<_>>()
+            ))),
+            _ => Err(invalid(format!(
+                "ambiguous event: it has {}",
+                present.join(" and ")
+            ))),
+        }
+    }
+}
+
+fn date_value(name: &str, value: &Value) -> Result<NaiveDate, EventError> {
+    let text = value.as_str().ok_or_else(|| {
+        invalid(format!(
+            "{name} must be a date string, got {}",
+            short(value)
+        ))
+    })?;
+    parse_date(text).map_err(|e| invalid(format!("{name}: {e}")))
+}
+
+fn platform_value(name: &str, value: &Value) -> Result<Platform, EventError> {
+    let text = value.as_str().ok_or_else(|| {
+        invalid(format!(
+            "{name} must be S2A, S2B or S2C, got {}",
+            short(value)
+        ))
+    })?;
+    text.parse().map_err(|e| invalid(format!("{name}: {e}")))
+}
+
+/// A calendar day written exactly `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
+    let date = (text.len() == 10)
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten();
+    date.ok_or_else(|| {
+        format!(
+            "{:?} is not a date of the form YYYY-MM-DD",
+            text.chars().take(40).collect::<String>()
+        )
+    })
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// The (day, platform) pairs of the last `days` days ending `today`, newest day
+/// first (its products are the ones the download service waits for), each day
+/// in the order the platforms were given.
+pub fn date_platform_pairs(
+    today: NaiveDate,
+    days: u64,
+    platforms: &[Platform],
+) -> Vec<(NaiveDate, Platform)> {
+    (0..days)
+        .filter_map(|back| today.checked_sub_days(chrono::Days::new(back)))
+        .flat_map(|date| platforms.iter().map(move |p| (date, *p)))
+        .collect()
+}
+
+/// The search side, which needs neither database nor queue: enough for `--dry-run`.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub catalogue: ODataCatalogue,
+    pub tiles: TileSet,
+    pub options: FetchOptions,
+    pub max_acquisition_age: chrono::Duration,
+}
+
+impl Search {
+    /// `SEARCH_URL`, `ALLOWED_TILES_FILE`, `MAX_ACQUISITION_AGE_DAYS` and the
+    /// catalogue settings of [`FetchOptions::from_env`].
+    pub fn from_env() -> anyhow::Result<Self> {
+        let search_url: String = optional("SEARCH_URL", DEFAULT_SEARCH_URL.to_owned())?;
+        Ok(Self {
+            catalogue: ODataCatalogue::new(&search_url)?,
+            tiles: TileSet::from_env()?,
+            options: FetchOptions::from_env()?,
+            max_acquisition_age: config::max_acquisition_age()?,
+        })
+    }
+
+    pub fn query(&self, date: NaiveDate, platform: Option<Platform>) -> DayQuery {
+        DayQuery {
+            date,
+            platform,
+            max_acquisition_age: self.max_acquisition_age,
+        }
+    }
+
+    /// Queries the catalogue and hands each granule that would be queued to
+    /// `on_granule`; records nothing.
+    pub async fn dry_run(
+        &self,
+        date: NaiveDate,
+        platform: Option<Platform>,
+        on_granule: impl Fn(&Granule) + Sync,
+    ) -> Result<DaySummary, DayFetchError> {
+        let recorder = DryRun { on_granule };
+        let query = self.query(date, platform);
+        fetch_day(
+            &self.catalogue,
+            &recorder,
+            &self.tiles,
+            &query,
+            &self.options,
+            Deadline::none(),
+        )
+        .await
+    }
+}
+
+/// Everything an invocation needs, built once per process.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    pub search: Search,
+    pub store: GranuleStore,
+    pub queue: SqsQueue,
+}
+
+impl Dependencies {
+    /// Also `TO_DOWNLOAD_SQS_QUEUE_URL`, `SQS_SEND_CONCURRENCY` (default 8) and the
+    /// database settings of [`store_from_env`].
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let search = Search::from_env()?;
+        let aws = config::aws_config().await;
+        let queue = SqsQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config::queue_url()?,
+            optional("SQS_SEND_CONCURRENCY", 8)?,
+        );
+        let store = store_from_env(&aws).await?;
+        Ok(Self {
+            search,
+            store,
+            queue,
+        })
+    }
+
+    /// Fetches one day (of one platform, or of all) until complete or the deadline.
+    pub async fn fetch(
+        &self,
+        date: NaiveDate,
+        platform: Option<Platform>,
+        deadline: Deadline,
+    ) -> Result<DaySummary, DayFetchError> {
+        let recorder = StoreRecorder {
+            store: &self.store,
+            queue: &self.queue,
+        };
+        let query = self.search.query(date, platform);
+        let search = &self.search;
+        fetch_day(
+            &search.catalogue,
+            &recorder,
+            &search.tiles,
+            &query,
+            &search.options,
+            deadline,
+        )
+        .await
+    }
+}
+
+/// The store from `DATABASE_URL` or `DB_CONNECTION_SECRET_ARN`, with a small pool
+/// (`DB_POOL_MAX_CONNECTIONS`, default 2) that connects on first use.
+pub async fn store_from_env(aws: &aws_config::SdkConfig) -> anyhow::Result<GranuleStore> {
+    let source = DatabaseSource::from_env()?;
+    let options = source.connect_options(aws).await?;
+    let pool = PoolSettings::from_env(2)?.connect_lazy(options);
+    Ok(GranuleStore::new(pool))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("fetching {what}: {source}")]
+    Fetch {
+        what: String,
+        #[source]
+        source: DayFetchError,
+    },
+    #[error("applying the schema: {0}")]
+    Migrate(#[from] StoreError),
+}
+
+/// What Lambda reports (and the state machine sees as the error name): the kind
+/// of failure, and the full message with its causes.
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = match &error {
+            HandlerError::Event(_) => "InvalidEvent",
+            HandlerError::Fetch {
+                source: DayFetchError::Catalogue { .. } | DayFetchError::SkipCap { .. },
+                ..
+            } => "CatalogueError",
+            HandlerError::Fetch { .. } => "RecordError",
+            HandlerError::Migrate(_) => "SchemaError",
+        };
+        Self {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// The Lambda handler.
+pub async fn handle(event: LambdaEvent<Value>, deps: &Dependencies) -> Result<Value, HandlerError> {
+    let (payload, context) = event.into_parts();
+    let event = Event::try_from(payload)?;
+    let deadline =
+        Deadline::from_epoch_millis(context.deadline, deps.search.options.deadline_margin);
+    match event {
+        Event::DatePlatform { date, platform } => {
+            let summary = fetch_logged(deps, date, Some(platform), deadline).await?;
+            Ok(json!({
+                "query_date_platform": [date.to_string(), platform.as_str()],
+                "completed": summary.completed,
+            }))
+        }
+        Event::Date { date } => {
+            let summary = fetch_logged(deps, date, None, deadline).await?;
+            Ok(json!({"query_date": date.to_string(), "completed": summary.completed}))
+        }
+        Event::DatePlatformPairs { days, platforms } => {
+            let today = chrono::Utc::now().date_naive();
+            let pairs: Vec<Value> = date_platform_pairs(today, days, &platforms)
+                .into_iter()
+                .map(|(date, platform)| {
+                    json!({"query_date_platform": [date.to_string(), platform.as_str()]})
+                })
+                .collect();
+            Ok(json!({"query_date_platforms": pairs}))
+        }
+        Event::CustomResource { request_type } => {
+            match request_type {
+                RequestType::Create | RequestType::Update => {
+                    deps.store.migrate().await?;
+                    tracing::info!(?request_type, "schema migrations applied");
+                }
+                RequestType::Delete => {
+                    tracing::info!("stack deletion: the database and its data are kept");
+                }
+            }
+            Ok(json!({"PhysicalResourceId": SCHEMA_RESOURCE_ID}))
+        }
+    }
+}
+
+async fn fetch_logged(
+    deps: &Dependencies,
+    date: NaiveDate,
+    platform: Option<Platform>,
+    deadline: Deadline,
+) -> Result<DaySummary, HandlerError> {
+    let summary = deps
+        .fetch(date, platform, deadline)
+        .await
+        .map_err(|source| HandlerError::Fetch {
+            what: format!(
+                "{date} {}",
+                platform.map_or(hls_core::catalogue::ALL_PLATFORMS, Platform::as_str)
+            ),
+            source,
+        })?;
+    tracing::info!(
+        summary = %serde_json::to_string(&summary).unwrap_or_default(),
+        "summary"
+    );
+    Ok(summary)
+}
+
+/// `migrate`: the schema, from the database settings alone.
+pub async fn migrate_from_env() -> anyhow::Result<()> {
+    let aws = config::aws_config().await;
+    let store = store_from_env(&aws).await?;
+    store.migrate().await.context("applying the schema")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Event, String> {
+        serde_json::from_str::<Event>(text).map_err(|e| e.to_string())
+    }
+
+    fn day(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn every_event_shape_parses() {
+        assert_eq!(
+            parse(r#"{"query_date_platform": ["2024-04-01", "S2A"]}"#).unwrap(),
+            Event::DatePlatform {
+                date: day("2024-04-01"),
+                platform: Platform::S2A
+            }
+        );
+        assert_eq!(
+            parse(r#"{"query_date": "2024-04-01"}"#).unwrap(),
+            Event::Date {
+                date: day("2024-04-01")
+            }
+        );
+        assert_eq!(
+            parse(r#"{"date_platform_pairs": {"days": 5, "platforms": ["S2A", "S2C", "S2A"]}}"#)
+                .unwrap(),
+            Event::DatePlatformPairs {
+                days: 5,
+                platforms: vec![Platform::S2A, Platform::S2C]
+            }
+        );
+        for (request, expected) in [
+            ("Create", RequestType::Create),
+            ("Update", RequestType::Update),
+            ("Delete", RequestType::Delete),
+        ] {
+            let event = json!({
+                "RequestType": request,
+                "ServiceToken": "arn:aws:lambda:us-west-2:123:function:provider",
+                "ResponseURL": "https://cloudformation-custom-resource-response-uswest2.s3.amazonaws.com/x",
+                "StackId": "arn:aws:cloudformation:us-west-2:123:stack/s/1",
+                "RequestId": "r",
+                "LogicalResourceId": "SchemaMigrations",
+                "ResourceType": "Custom::HlsLinkFetcherSchemaMigrations",
+                "ResourceProperties": {"LinkFetcherCodeHash": "abc"}
+            });
+            assert_eq!(
+                Event::try_from(event).unwrap(),
+                Event::CustomResource {
+                    request_type: expected
+                }
+            );
+        }
+        // A previous round's result may be sent back: extra keys are ignored.
+        assert!(
+            parse(r#"{"query_date_platform": ["2024-04-01", "S2B"], "completed": false}"#).is_ok()
+        );
+    }
+
+    #[test]
+    fn every_bad_event_says_what_is_wrong() {
+        for (text, says) in [
+            (r#"[]"#, "expected a JSON object"),
+            (r#"{}"#, "expected one of query_date_platform"),
+            (r#"{"date": "2024-04-01"}"#, r#"got keys ["date"]"#),
+            (
+                r#"{"query_date": "2024-04-01", "query_date_platform": ["2024-04-01", "S2A"]}"#,
+                "ambiguous event",
+            ),
+            (
+                r#"{"query_date": "2024-13-01"}"#,
+                r#"query_date: "2024-13-01" is not a date"#,
+            ),
+            (
+                r#"{"query_date": "2024-4-1"}"#,
+                r#"query_date: "2024-4-1" is not a date"#,
+            ),
+            (
+                r#"{"query_date": 20240401}"#,
+                "query_date must be a date string",
+            ),
+            (
+                r#"{"query_date_platform": ["2024-04-01", "S2D"]}"#,
+                r#"query_date_platform[1]: unknown platform "S2D""#,
+            ),
+            (
+                r#"{"query_date_platform": ["2024-02-30", "S2A"]}"#,
+                "query_date_platform[0]: \"2024-02-30\" is not a date",
+            ),
+            (
+                r#"{"query_date_platform": ["2024-04-01"]}"#,
+                "query_date_platform must be [",
+            ),
+            (
+                r#"{"query_date_platform": "2024-04-01,S2A"}"#,
+                "query_date_platform must be [",
+            ),
+            (
+                r#"{"query_date_platform": ["2024-04-01", 1]}"#,
+                "query_date_platform[1] must be S2A, S2B or S2C",
+            ),
+            (
+                r#"{"date_platform_pairs": {"days": 0, "platforms": ["S2A"]}}"#,
+                "days must be an integer from 1 to 366, got 0",
+            ),
+            (
+                r#"{"date_platform_pairs": {"platforms": ["S2A"]}}"#,
+                "got nothing",
+            ),
+            (
+                r#"{"date_platform_pairs": {"days": 2, "platforms": []}}"#,
+                "platforms must be a non-empty list",
+            ),
+            (
+                r#"{"date_platform_pairs": {"days": 2, "platforms": ["S2A", "L8"]}}"#,
+                r#"platforms[1]: unknown platform "L8""#,
+            ),
+            (
+                r#"{"RequestType": "Replace"}"#,
+                r#"RequestType "Replace" is not Create, Update or Delete"#,
+            ),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(
+                error.contains(says),
+                "{text}: {error:?} should say {says:?}"
+            );
+            assert!(error.starts_with("invalid event: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn pairs_run_from_today_back() {
+        let pairs = date_platform_pairs(day("2024-03-01"), 3, &[Platform::S2A, Platform::S2B]);
+        let expected: Vec<(NaiveDate, Platform)> = [
+            ("2024-03-01", Platform::S2A),
+            ("2024-03-01", Platform::S2B),
+            ("2024-02-29", Platform::S2A),
+            ("2024-02-29", Platform::S2B),
+            ("2024-02-28", Platform::S2A),
+            ("2024-02-28", Platform::S2B),
+        ]
+        .into_iter()
+        .map(|(d, p)| (day(d), p))
+        .collect();
+        assert_eq!(pairs, expected);
+    }
+
+    #[test]
+    fn the_state_machine_sends_events_the_handler_reads() {
+        // Written by the infrastructure tests from the state machine definition.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/test/fixtures/state-machine-events.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let events: Value = serde_json::from_str(&text).unwrap();
+        let pairs: Event = serde_json::from_value(events["pairs_request"].clone()).unwrap();
+        let Event::DatePlatformPairs { days, platforms } = pairs else {
+            panic!("pairs_request parsed as {pairs:?}");
+        };
+        assert!(days >= 1 && !platforms.is_empty());
+        let item: Event = serde_json::from_value(events["fetch_item"].clone()).unwrap();
+        assert!(matches!(item, Event::DatePlatform { .. }), "{item:?}");
+        // Each pair the handler answers is, as it is, a fetch_item event.
+        for (date, platform) in date_platform_pairs(day("2024-04-01"), days, &platforms) {
+            let item = json!({"query_date_platform": [date.to_string(), platform.as_str()]});
+            assert_eq!(
+                Event::try_from(item).unwrap(),
+                Event::DatePlatform { date, platform }
+            );
+        }
+    }
+
+    #[test]
+    fn dates_must_be_exactly_iso() {
+        assert_eq!(parse_date("2024-02-29"), Ok(day("2024-02-29")));
+        assert!(parse_date("2023-02-29").is_err());
+        assert!(parse_date(" 2024-02-29").is_err());
+        assert!(parse_date("2024-02-29T00:00:00").is_err());
+    }
+}

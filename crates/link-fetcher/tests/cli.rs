@@ -1,0 +1,224 @@
+//! The `link-fetcher` command, run as a process against the catalogue stub.
+
+use std::process::{Command, Output};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use integration_tests::catalogue_stub::{CatalogueStub, synthetic_day};
+use integration_tests::{TestDatabase, TestQueue};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_link-fetcher");
+
+/// The command with no database, queue or Lambda settings from the test environment.
+fn command(stub: &CatalogueStub, tiles_file: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    for name in [
+        "DATABASE_URL",
+        "DB_CONNECTION_SECRET_ARN",
+        "TO_DOWNLOAD_SQS_QUEUE_URL",
+        "AWS_LAMBDA_RUNTIME_API",
+        "CATALOGUE_PAGE_SIZE",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .env("SEARCH_URL", stub.url())
+        .env("ALLOWED_TILES_FILE", tiles_file)
+        .env("CATALOGUE_PAGE_SIZE", "40")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+async fn run(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run link-fetcher"))
+        .await
+        .unwrap()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+fn tiles_file() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "allowed-tiles-{}.txt",
+        integration_tests::random_suffix()
+    ));
+    std::fs::write(&path, "54PXA\n").unwrap();
+    path
+}
+
+struct Day {
+    stub: CatalogueStub,
+    tiles: std::path::PathBuf,
+    allowed: Vec<String>,
+}
+
+async fn day_in_stub() -> Day {
+    let stub = CatalogueStub::start().await;
+    let date: NaiveDate = "2024-04-01".parse().unwrap();
+    let products = synthetic_day("cli", date, 100, &["54PXA", "01ZZZ"]);
+    let allowed = products
+        .iter()
+        .filter(|p| p["Name"].as_str().unwrap().contains("_T54PXA_"))
+        .map(|p| p["Id"].as_str().unwrap().to_owned())
+        .collect();
+    stub.add_products(products);
+    Day {
+        stub,
+        tiles: tiles_file(),
+        allowed,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_needs_no_database_and_prints_what_would_be_queued() {
+    let day = day_in_stub().await;
+    let mut command = command(&day.stub, &day.tiles);
+    command.args(["fetch", "--date", "2024-04-01", "--dry-run"]);
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = lines(&output);
+    let (summary, granules) = lines.split_last().unwrap();
+    let ids: Vec<&str> = granules.iter().map(|g| g["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, day.allowed);
+    assert!(
+        granules[0]["download_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/$value")
+    );
+    assert_eq!(summary["query_date"], "2024-04-01");
+    assert_eq!(summary["platform"], "S2A+S2B+S2C");
+    assert_eq!(summary["completed"], true);
+    assert_eq!(summary["available_links"], 100);
+    assert_eq!(summary["fetched_links"], 100);
+    assert_eq!(summary["new_granules"], 50);
+    assert_eq!(summary["skipped_tiles"], 50);
+    assert_eq!(summary["rejected"], 0);
+    assert_eq!(summary["requests"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_records_and_queues_then_prints_the_summary() {
+    let day = day_in_stub().await;
+    let (db, queue) = tokio::join!(TestDatabase::migrated(), TestQueue::new());
+    let mut command = command(&day.stub, &day.tiles);
+    command
+        .env("DATABASE_URL", db.url())
+        .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
+        .args(["fetch", "--date", "2024-04-01", "--platform", "S2B"]);
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = lines(&output);
+    assert_eq!(lines.len(), 1, "only the summary: {lines:?}");
+    let summary = &lines[0];
+    assert_eq!(summary["platform"], "S2B");
+    assert_eq!(summary["completed"], true);
+    // synthetic_day puts S2B on every third product from the second.
+    let s2b: Vec<&String> = day
+        .allowed
+        .iter()
+        .filter(|id| id.trim_start_matches("cli-").parse::<usize>().unwrap() % 3 == 1)
+        .collect();
+    assert_eq!(summary["new_granules"], s2b.len());
+    assert_eq!(summary["available_links"], 33);
+    let drained = queue.drain(std::time::Duration::from_millis(300)).await;
+    let mut queued: Vec<&String> = drained.by_id.keys().collect();
+    queued.sort();
+    assert_eq!(queued, s2b);
+    let (fetched, last): (i64, DateTime<Utc>) = sqlx::query_as(
+        "SELECT fetched_links, last_fetched_time AT TIME ZONE 'UTC' FROM granule_count WHERE platform = 'S2B'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(fetched, 33);
+    assert!(Utc::now() - last < chrono::Duration::minutes(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_applies_the_schema() {
+    let day = day_in_stub().await;
+    let db = TestDatabase::empty().await;
+    let mut command = command(&day.stub, &day.tiles);
+    command.env("DATABASE_URL", db.url()).arg("migrate");
+    let output = run(command).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('granule', 'granule_count', 'status')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_exit_non_zero_and_say_what_is_wrong() {
+    let day = day_in_stub().await;
+    for (args, env, says) in [
+        (
+            vec!["fetch", "--date", "2024-13-01"],
+            vec![],
+            "\"2024-13-01\" is not a date of the form YYYY-MM-DD",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01", "--platform", "S2D"],
+            vec![],
+            "unknown platform \"S2D\"",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01"],
+            vec![],
+            "TO_DOWNLOAD_SQS_QUEUE_URL is not set",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01"],
+            vec![("TO_DOWNLOAD_SQS_QUEUE_URL", "http://127.0.0.1:1/queue/q")],
+            "set DATABASE_URL or DB_CONNECTION_SECRET_ARN",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01", "--dry-run"],
+            vec![("CATALOGUE_PAGE_SIZE", "5000")],
+            "CATALOGUE_PAGE_SIZE is malformed",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01", "--dry-run"],
+            vec![("SEARCH_URL", "ftp://x")],
+            "SEARCH_URL \"ftp://x\" is not http(s)",
+        ),
+        (
+            vec!["migrate"],
+            vec![],
+            "set DATABASE_URL or DB_CONNECTION_SECRET_ARN",
+        ),
+    ] {
+        let mut command = command(&day.stub, &day.tiles);
+        command.args(&args).envs(env);
+        let output = run(command).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(says),
+            "{args:?}: {stderr:?} should say {says:?}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -1,0 +1,612 @@
+//! The polling link fetcher end to end: the handler and the day fetch against
+//! the catalogue stub, real Postgres and an SQS-compatible server.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use hls_core::catalogue::{ODataCatalogue, Platform};
+use hls_core::day_fetch::{DaySummary, Deadline, FetchOptions, RetryPolicy};
+use hls_core::{GranuleStore, TileSet};
+use integration_tests::catalogue_stub::{CatalogueStub, Fault, synthetic_day};
+use integration_tests::{TestDatabase, TestQueue, fixtures};
+use lambda_runtime::{Context, LambdaEvent};
+use link_fetcher::{Dependencies, Search, handle};
+use serde_json::{Value, json};
+
+/// Tiles the tests allow; products on other tiles are skipped.
+const ALLOWED: [&str; 3] = ["54PXA", "28PHQ", "31UFU"];
+/// Tiles for a synthetic day, one in `k` allowed: moto takes ~0.1 s per SQS
+/// batch, so the tests keep the queue small and the catalogue large.
+fn tiles(k: usize) -> Vec<String> {
+    std::iter::once("54PXA".to_owned())
+        .chain((1..k).map(|n| format!("{n:02}ZZZ")))
+        .collect()
+}
+
+struct Harness {
+    db: TestDatabase,
+    queue: TestQueue,
+    stub: CatalogueStub,
+    deps: Dependencies,
+}
+
+fn options(page_size: u32) -> FetchOptions {
+    FetchOptions {
+        page_size,
+        request_timeout: Duration::from_secs(10),
+        retry: RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        },
+        deadline_margin: Duration::from_secs(1),
+        ..FetchOptions::default()
+    }
+}
+
+async fn harness(page_size: u32) -> Harness {
+    let (db, queue, stub) = tokio::join!(
+        TestDatabase::migrated(),
+        TestQueue::new(),
+        CatalogueStub::start()
+    );
+    let deps = Dependencies {
+        search: Search {
+            catalogue: ODataCatalogue::new(stub.url()).unwrap(),
+            tiles: TileSet::parse(&ALLOWED.join("\n")).unwrap(),
+            options: options(page_size),
+            max_acquisition_age: chrono::Duration::days(30),
+        },
+        store: GranuleStore::new(db.pool.clone()),
+        queue: queue.sqs_queue(),
+    };
+    Harness {
+        db,
+        queue,
+        stub,
+        deps,
+    }
+}
+
+fn day(text: &str) -> NaiveDate {
+    text.parse().unwrap()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+/// The ids of `products` on allowed tiles.
+fn allowed_ids(products: &[Value]) -> BTreeSet<String> {
+    products
+        .iter()
+        .filter(|p| {
+            let name = p["Name"].as_str().unwrap();
+            ALLOWED.iter().any(|t| name.contains(&format!("_T{t}_")))
+        })
+        .map(|p| p["Id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn recorded_ids(db: &TestDatabase) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>("SELECT id FROM granule")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn drained_ids(queue: &TestQueue) -> BTreeSet<String> {
+    queue
+        .drain(Duration::from_millis(500))
+        .await
+        .by_id
+        .into_keys()
+        .collect()
+}
+
+async fn count_row(db: &TestDatabase, date: NaiveDate, platform: &str) -> (i64, i64, bool) {
+    sqlx::query_as("SELECT available_links, fetched_links, completed FROM granule_count WHERE date = $1 AND platform = $2")
+        .bind(date)
+        .bind(platform)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn context(deadline_in: Duration) -> Context {
+    let mut context = Context::default();
+    context.deadline = (SystemTime::now() + deadline_in)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    context
+}
+
+async fn invoke(
+    deps: &Dependencies,
+    payload: Value,
+    deadline_in: Duration,
+) -> Result<Value, String> {
+    handle(LambdaEvent::new(payload, context(deadline_in)), deps)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_day_over_several_pages_records_exactly_the_allowed_tiles_once() {
+    let h = harness(400).await;
+    let date = day("2024-04-01");
+    let mut products = synthetic_day("day", date, 2_500, &tiles(10));
+    // Two products that cannot be granules: counted, logged and skipped.
+    let mut too_long = products[10].clone();
+    too_long["Id"] = "bad-name".into();
+    too_long["Name"] = format!("S2A_MSIL1C_T54PXA_{}", "x".repeat(300)).into();
+    let mut no_date = products[11].clone();
+    no_date["Id"] = "bad-date".into();
+    no_date["ContentDate"]["End"] = "not a date".into();
+    // Outside the query: the neighbouring days, and an old acquisition.
+    let acquired = at("2024-03-31T10:00:00Z");
+    let before = fixtures::odata_product(
+        "prev-day",
+        &fixtures::product_name("S2A", "54PXA", acquired, 1),
+        at("2024-03-31T23:59:59.999999Z"),
+        acquired,
+    );
+    let after = fixtures::odata_product(
+        "next-day",
+        &fixtures::product_name("S2A", "54PXA", acquired, 2),
+        at("2024-04-02T00:00:00Z"),
+        acquired,
+    );
+    let old = at("2024-02-20T10:00:00Z");
+    let reprocessed = fixtures::odata_product(
+        "old",
+        &fixtures::product_name("S2A", "54PXA", old, 3),
+        at("2024-04-01T12:00:00Z"),
+        old,
+    );
+    let expected = allowed_ids(&products);
+    products.extend([too_long, no_date]);
+    h.stub
+        .add_products(products.iter().cloned().chain([before, after, reprocessed]));
+    let summary: DaySummary = h.deps.fetch(date, None, Deadline::none()).await.unwrap();
+    let total = products.len() as i64;
+    assert!(summary.completed);
+    assert_eq!(summary.available_links, total);
+    assert_eq!(summary.fetched_links, total);
+    assert_eq!(summary.examined, total);
+    assert_eq!(summary.new_granules, expected.len() as i64);
+    assert_eq!(summary.rejected, 2);
+    assert_eq!(summary.skipped_tiles, total - 2 - expected.len() as i64);
+    assert_eq!(summary.platform, "S2A+S2B+S2C");
+    assert_eq!(summary.pages, 7, "{summary:?}");
+    assert_eq!(summary.requests, 7);
+
+    assert_eq!(recorded_ids(&h.db).await, expected);
+    let drained = h.queue.drain(Duration::from_millis(500)).await;
+    assert_eq!(
+        drained.by_id.keys().cloned().collect::<BTreeSet<_>>(),
+        expected
+    );
+    let message = &drained.by_id["day-000000"];
+    assert_eq!(
+        message["download_url"],
+        "https://catalogue.dataspace.copernicus.eu/odata/v1/Products(day-000000)/$value"
+    );
+    assert_eq!(message["checksum"], "923ac4992d90b57d41e7ace4d9d90757");
+    assert_eq!(
+        count_row(&h.db, date, "S2A+S2B+S2C").await,
+        (total, total, true)
+    );
+    let status: String =
+        sqlx::query_scalar("SELECT value FROM status WHERE key_name = 'last_linked_fetched_time'")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        status.starts_with(&Utc::now().format("%Y-%m-%d").to_string()),
+        "{status}"
+    );
+    // The first request asks for the count, the others do not; every $skip is small.
+    let queries = h.stub.queries();
+    assert!(queries[0].contains(&("$count".into(), "true".into())));
+    assert!(
+        queries[1..]
+            .iter()
+            .all(|q| q.iter().all(|(k, _)| k != "$count"))
+    );
+
+    // A second run: one request, nothing queued, nothing counted twice.
+    h.stub.reset_requests();
+    let again = h.deps.fetch(date, None, Deadline::none()).await.unwrap();
+    assert!(again.completed);
+    assert_eq!(
+        (again.new_granules, again.examined, again.requests),
+        (0, 0, 1)
+    );
+    assert_eq!(h.stub.requests(), 1);
+    assert_eq!(again.available_links, total);
+    assert!(drained_ids(&h.queue).await.is_empty());
+    assert_eq!(
+        count_row(&h.db, date, "S2A+S2B+S2C").await,
+        (total, total, true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_cut_short_by_the_deadline_resumes_without_gap_or_duplicate() {
+    let h = harness(200).await;
+    let date = day("2024-04-02");
+    let products = synthetic_day("cut", date, 2_000, &tiles(10));
+    let expected = allowed_ids(&products);
+    h.stub.add_products(products.clone());
+    h.stub.set_page_delay(Duration::from_millis(150));
+
+    // Margin 1 s: requests may start during the first ~0.6 s only.
+    let first = invoke(
+        &h.deps,
+        json!({"query_date": "2024-04-02"}),
+        Duration::from_millis(1_600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first,
+        json!({"query_date": "2024-04-02", "completed": false})
+    );
+    let (_, fetched, completed) = count_row(&h.db, date, "S2A+S2B+S2C").await;
+    assert!(!completed);
+    assert!(fetched > 0 && fetched < 2_000, "{fetched}");
+    let partial = recorded_ids(&h.db).await;
+    assert!(!partial.is_empty() && partial.len() < expected.len());
+
+    h.stub.set_page_delay(Duration::ZERO);
+    let second = invoke(
+        &h.deps,
+        json!({"query_date": "2024-04-02"}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second,
+        json!({"query_date": "2024-04-02", "completed": true})
+    );
+    assert_eq!(recorded_ids(&h.db).await, expected);
+    // Every product examined exactly once across the two runs.
+    assert_eq!(
+        count_row(&h.db, date, "S2A+S2B+S2C").await,
+        (2_000, 2_000, true)
+    );
+    let drained = h.queue.drain(Duration::from_millis(500)).await;
+    assert_eq!(
+        drained.by_id.keys().cloned().collect::<BTreeSet<_>>(),
+        expected
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_day_larger_than_the_skip_cap_is_complete() {
+    let h = harness(1_000).await;
+    let date = day("2024-04-03");
+    let products = synthetic_day("big", date, 11_500, &tiles(50));
+    let expected = allowed_ids(&products);
+    h.stub.add_products(products);
+
+    let summary = h.deps.fetch(date, None, Deadline::none()).await.unwrap();
+    assert!(summary.completed);
+    assert_eq!(
+        (summary.available_links, summary.fetched_links),
+        (11_500, 11_500)
+    );
+    assert_eq!(summary.new_granules, expected.len() as i64);
+    assert_eq!(summary.requests, 12);
+    assert_eq!(recorded_ids(&h.db).await, expected);
+    assert_eq!(drained_ids(&h.queue).await, expected);
+    let skips: Vec<u32> = h
+        .stub
+        .queries()
+        .iter()
+        .map(|q| {
+            q.iter()
+                .find(|(k, _)| k == "$skip")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(skips.iter().all(|s| *s <= 3), "{skips:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_products_at_one_instant_than_the_skip_cap_fail_clearly() {
+    let h = harness(50).await;
+    let date = day("2024-04-04");
+    let published = at("2024-04-04T08:00:00Z");
+    let acquired = at("2024-04-03T08:00:00Z");
+    h.stub.add_products((0..200).map(|n| {
+        fixtures::odata_product(
+            &format!("same-{n:03}"),
+            &fixtures::product_name("S2A", "54PXA", acquired, n),
+            published,
+            acquired,
+        )
+    }));
+    h.stub.set_skip_cap(100);
+    let mut deps = h.deps;
+    deps.search.options.max_skip = 100;
+    let error = deps
+        .fetch(date, None, Deadline::none())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("more than 100 products were published at 2024-04-04T08:00:00.000000Z"),
+        "{error}"
+    );
+    // What was examined before stays recorded.
+    assert_eq!(count_row(&h.db, date, "S2A+S2B+S2C").await.1, 100);
+    let _ = h.queue.drain(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_outages_and_timeouts_are_survived() {
+    let h = harness(300).await;
+    let date = day("2024-04-05");
+    let products = synthetic_day("flaky", date, 1_000, &tiles(4));
+    let expected = allowed_ids(&products);
+    h.stub.add_products(products);
+    let mut deps = h.deps;
+    deps.search.options.request_timeout = Duration::from_millis(500);
+    h.stub.inject([
+        Fault::TooManyRequests {
+            retry_after: Some("1".into()),
+        },
+        Fault::Unavailable,
+        Fault::Pass,
+        Fault::Slow(Duration::from_secs(2)),
+        Fault::TooManyRequests { retry_after: None },
+        Fault::Status(502, "Bad Gateway".into()),
+    ]);
+    let started = std::time::Instant::now();
+    let summary = deps
+        .fetch(date, Some(Platform::S2A), Deadline::none())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+    assert!(summary.completed);
+    // S2A is every third product.
+    let s2a: BTreeSet<String> = expected
+        .into_iter()
+        .filter(|id| id.trim_start_matches("flaky-").parse::<usize>().unwrap() % 3 == 0)
+        .collect();
+    assert_eq!(recorded_ids(&h.db).await, s2a);
+    assert_eq!(summary.requests as usize, h.stub.requests());
+    assert_eq!(summary.requests, 2 + 5);
+    assert_eq!(count_row(&h.db, date, "S2A").await, (334, 334, true));
+    assert_eq!(drained_ids(&h.queue).await, s2a);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_garbled_page_or_a_refusal_fails_the_run_and_a_rerun_completes_it() {
+    let h = harness(200).await;
+    let date = day("2024-04-06");
+    let products = synthetic_day("garbled", date, 1_000, &tiles(4));
+    let expected = allowed_ids(&products);
+    h.stub.add_products(products);
+
+    h.stub.inject([Fault::Pass, Fault::Garbled]);
+    let error = invoke(
+        &h.deps,
+        json!({"query_date_platform": ["2024-04-06", "S2B"]}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.contains("fetching 2024-04-06 S2B: catalogue, after 1 attempt(s): catalogue page is not the expected JSON"), "{error}");
+    let s2b_total = 333;
+    let (_, fetched, completed) = count_row(&h.db, date, "S2B").await;
+    assert_eq!(
+        (fetched, completed),
+        (200, false),
+        "the page before the fault is recorded"
+    );
+
+    let skip_error = fixtures::odata_skip_error().to_string();
+    h.stub.inject([Fault::Status(422, skip_error)]);
+    let error = invoke(
+        &h.deps,
+        json!({"query_date_platform": ["2024-04-06", "S2B"]}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.contains(
+            "catalogue answered HTTP 422: query.$skip: Input should be less than or equal to 10000"
+        ),
+        "{error}"
+    );
+
+    let done = invoke(
+        &h.deps,
+        json!({"query_date_platform": ["2024-04-06", "S2B"]}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        done,
+        json!({"query_date_platform": ["2024-04-06", "S2B"], "completed": true})
+    );
+    let s2b: BTreeSet<String> = expected
+        .into_iter()
+        .filter(|id| id.trim_start_matches("garbled-").parse::<usize>().unwrap() % 3 == 1)
+        .collect();
+    assert_eq!(recorded_ids(&h.db).await, s2b);
+    assert_eq!(
+        count_row(&h.db, date, "S2B").await,
+        (s2b_total, s2b_total, true)
+    );
+    assert_eq!(drained_ids(&h.queue).await, s2b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_product_published_in_the_last_half_second_belongs_to_its_day() {
+    let h = harness(100).await;
+    let acquired = at("2024-04-07T10:00:00Z");
+    let late = fixtures::odata_product(
+        "late",
+        &fixtures::product_name("S2A", "54PXA", acquired, 1),
+        at("2024-04-07T23:59:59.5Z"),
+        acquired,
+    );
+    let midnight = fixtures::odata_product(
+        "midnight",
+        &fixtures::product_name("S2A", "28PHQ", acquired, 2),
+        at("2024-04-08T00:00:00Z"),
+        acquired,
+    );
+    h.stub.add_products([late, midnight]);
+
+    let first = h
+        .deps
+        .fetch(day("2024-04-07"), None, Deadline::none())
+        .await
+        .unwrap();
+    assert_eq!((first.new_granules, first.available_links), (1, 1));
+    assert_eq!(
+        drained_ids(&h.queue).await,
+        BTreeSet::from(["late".to_owned()])
+    );
+    let second = h
+        .deps
+        .fetch(day("2024-04-08"), None, Deadline::none())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            second.new_granules,
+            second.available_links,
+            second.known_granules
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        drained_ids(&h.queue).await,
+        BTreeSet::from(["midnight".to_owned()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handler_answers_every_event_shape() {
+    let h = harness(100).await;
+    let date = day("2024-04-09");
+    h.stub
+        .add_products(synthetic_day("handler", date, 30, &tiles(2)));
+
+    let answer = invoke(
+        &h.deps,
+        json!({"query_date_platform": ["2024-04-09", "S2C"]}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer,
+        json!({"query_date_platform": ["2024-04-09", "S2C"], "completed": true})
+    );
+    assert_eq!(count_row(&h.db, date, "S2C").await, (10, 10, true));
+
+    let pairs = invoke(
+        &h.deps,
+        json!({"date_platform_pairs": {"days": 2, "platforms": ["S2A", "S2B"]}}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    let today = Utc::now().date_naive();
+    let yesterday = today.pred_opt().unwrap();
+    assert_eq!(
+        pairs,
+        json!({"query_date_platforms": [
+            {"query_date_platform": [today.to_string(), "S2A"]},
+            {"query_date_platform": [today.to_string(), "S2B"]},
+            {"query_date_platform": [yesterday.to_string(), "S2A"]},
+            {"query_date_platform": [yesterday.to_string(), "S2B"]},
+        ]})
+    );
+
+    let error = invoke(
+        &h.deps,
+        json!({"query_date_platform": ["2024-04-09", "S2X"]}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error,
+        r#"invalid event: query_date_platform[1]: unknown platform "S2X": expected S2A, S2B or S2C"#
+    );
+    let diagnostic: lambda_runtime::Diagnostic = handle(
+        LambdaEvent::new(
+            json!({"query_date": "yesterday"}),
+            context(Duration::from_secs(60)),
+        ),
+        &h.deps,
+    )
+    .await
+    .unwrap_err()
+    .into();
+    assert_eq!(diagnostic.error_type, "InvalidEvent");
+
+    // CloudFormation: Create and Update apply the schema, Delete leaves it.
+    let empty = TestDatabase::empty().await;
+    let mut deps = h.deps.clone();
+    deps.store = GranuleStore::new(empty.pool.clone());
+    let custom = |request: &str| {
+        json!({
+            "RequestType": request,
+            "ServiceToken": "arn:aws:lambda:us-west-2:123456789012:function:provider",
+            "ResponseURL": "https://example.invalid/response",
+            "StackId": "arn:aws:cloudformation:us-west-2:123456789012:stack/hls/1",
+            "RequestId": "1",
+            "LogicalResourceId": "SchemaMigrations",
+            "ResourceType": "Custom::HlsLinkFetcherSchemaMigrations",
+            "ResourceProperties": {"LinkFetcherCodeHash": "abc"}
+        })
+    };
+    let tables = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('granule', 'granule_count', 'status')")
+            .fetch_one(&empty.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        invoke(&deps, custom("Delete"), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        json!({"PhysicalResourceId": "hls-link-fetcher-schema"})
+    );
+    assert_eq!(tables().await, 0);
+    assert_eq!(
+        invoke(&deps, custom("Create"), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        json!({"PhysicalResourceId": "hls-link-fetcher-schema"})
+    );
+    assert_eq!(tables().await, 3);
+    assert_eq!(
+        invoke(&deps, custom("Update"), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        json!({"PhysicalResourceId": "hls-link-fetcher-schema"})
+    );
+}
