@@ -7,6 +7,7 @@ pub mod day_fetch;
 pub mod granule;
 pub mod logging;
 pub mod notification;
+pub mod product_entity;
 pub mod queue;
 pub mod store;
 pub mod tiles;

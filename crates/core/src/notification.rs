@@ -4,10 +4,12 @@
 //! field, so an error names the path of what is missing or wrong
 //! (`value.ContentDate.Start: missing`) and unknown fields are ignored.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::granule::{Granule, InvalidGranule, ProductFields};
+use crate::product_entity::parse_timestamp;
+use crate::product_entity::{md5_checksum, tile_id_attribute};
 
 /// A notification, reduced to what the handler acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,50 +221,6 @@ fn parse_product(
         checksum,
     })
     .map_err(Problem::InvalidProduct)
-}
-
-/// The MD5 entry of a `Checksum` array. A missing or malformed checksum is not
-/// an error: the download service then works without one.
-fn md5_checksum(entity: &Map<String, Value>) -> Option<&str> {
-    entity
-        .get("Checksum")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_object)
-        .find(|entry| {
-            entry
-                .get("Algorithm")
-                .and_then(Value::as_str)
-                .is_some_and(|a| a.eq_ignore_ascii_case("MD5"))
-        })?
-        .get("Value")?
-        .as_str()
-        .filter(|v| !v.is_empty())
-}
-
-/// The `tileId` attribute, the fallback when the product name carries no tile id.
-fn tile_id_attribute(product: &Map<String, Value>) -> Option<&str> {
-    product
-        .get("Attributes")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_object)
-        .find(|a| a.get("Name").and_then(Value::as_str) == Some("tileId"))?
-        .get("Value")?
-        .as_str()
-}
-
-/// CDSE writes timestamps with 3 or 6 fraction digits and `Z` or `+00:00`;
-/// a timestamp without a zone is UTC.
-pub fn parse_timestamp(value: &str) -> Option<DateTime<Utc>> {
-    let value = value.trim();
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Some(at.with_timezone(&Utc));
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
-        .map(|at| at.and_utc())
 }
 
 fn timestamp(

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::{Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest};
 use crate::granule::{Granule, ProductFields};
-use crate::notification::parse_timestamp;
+use crate::product_entity::{md5_checksum, parse_timestamp, tile_id_attribute};
 
 /// `SEARCH_URL`'s default: the production catalogue.
 pub const DEFAULT_SEARCH_URL: &str = "https://catalogue.dataspace.copernicus.eu";
@@ -304,34 +304,6 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a str, String
 fn timestamp(object: &Map<String, Value>, key: &str) -> Result<DateTime<Utc>, String> {
     let value = text(object, key)?;
     parse_timestamp(value).ok_or_else(|| format!("{key} {:?} is not a timestamp", short(value, 40)))
-}
-
-/// The MD5 entry of a `Checksum` array; the download service works without one.
-fn md5_checksum(object: &Map<String, Value>) -> Option<&str> {
-    object
-        .get("Checksum")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_object)
-        .find(|c| {
-            c.get("Algorithm")
-                .and_then(Value::as_str)
-                .is_some_and(|a| a.eq_ignore_ascii_case("MD5"))
-        })?
-        .get("Value")?
-        .as_str()
-        .filter(|v| !v.is_empty())
-}
-
-fn tile_id_attribute(product: &Map<String, Value>) -> Option<&str> {
-    product
-        .get("Attributes")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_object)
-        .find(|a| a.get("Name").and_then(Value::as_str) == Some("tileId"))?
-        .get("Value")?
-        .as_str()
 }
 
 /// The catalogue's own words from an error body: `detail` as a list of
