@@ -253,10 +253,12 @@ export class LinkFetcherStack extends Stack {
     this.httpApi.node.addDependency(this.schemaMigrations);
     const endpointUrl = `${this.httpApi.apiEndpoint}/events`;
 
+    // The Python subscription manager reads this parameter and appends `events`
+    // itself, so it holds the API's base URL with its trailing slash.
     new ssm.StringParameter(this, 'LinkSubscriptionEndpointUrlParameter', {
       parameterName: cfg.endpointUrlParameterName,
-      description: `URL CDSE push subscriptions post to (${cfg.stage})`,
-      stringValue: endpointUrl,
+      description: `Base URL of the CDSE push endpoint; append "events" (${cfg.stage})`,
+      stringValue: `${this.httpApi.apiEndpoint}/`,
     });
 
     // ------------------------------------------------ Link Fetching state machine

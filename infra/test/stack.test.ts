@@ -144,14 +144,14 @@ describe('push API', () => {
     });
   });
 
-  test('endpoint URL is an output and an SSM parameter', () => {
+  test('endpoint URL is an output, and its base (the subscription manager appends "events") an SSM parameter', () => {
     const [apiId] = only(template, 'AWS::ApiGatewayV2::Api');
     const url = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [apiId, 'ApiEndpoint'] }, '/events']] };
     template.hasOutput('LinkSubscriptionEndpointUrl', { Value: url });
     template.hasResourceProperties('AWS::SSM::Parameter', {
       Name: '/hls-s2-downloader-serverless/dev/link_subscription_endpoint_url',
       Type: 'String',
-      Value: url,
+      Value: { 'Fn::Join': ['', [{ 'Fn::GetAtt': [apiId, 'ApiEndpoint'] }, '/']] },
     });
     synth({ stage: 'prod' }).template.hasResourceProperties('AWS::SSM::Parameter', {
       Name: '/hls-s2-downloader-serverless/prod/link_subscription_endpoint_url',
