@@ -610,3 +610,52 @@ async fn the_handler_answers_every_event_shape() {
         json!({"PhysicalResourceId": "hls-link-fetcher-schema"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_product_that_appears_late_behind_recent_ones_is_found_by_the_next_run() {
+    let h = harness(100).await;
+    let now = Utc::now();
+    let today = now.date_naive();
+    // Published in the last few minutes (never before today's midnight).
+    let base = (now - chrono::Duration::minutes(3))
+        .max(today.and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::Duration::milliseconds(1));
+    let acquired = now - chrono::Duration::days(1);
+    let product = |id: &str, serial: u32, published: DateTime<Utc>| {
+        fixtures::odata_product(
+            id,
+            &fixtures::product_name("S2A", "54PXA", acquired, serial),
+            published,
+            acquired,
+        )
+    };
+    h.stub.add_products((0..5).map(|n| {
+        product(
+            &format!("recent-{n}"),
+            n,
+            base + chrono::Duration::seconds(n.into()),
+        )
+    }));
+    let event = json!({"query_date_platform": [today.to_string(), "S2A"]});
+
+    let first = invoke(&h.deps, event.clone(), Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(first["completed"], true);
+    assert_eq!(drained_ids(&h.queue).await.len(), 5);
+
+    // CDSE makes a product visible after others published later than it.
+    h.stub.add_products([product(
+        "late",
+        9,
+        base + chrono::Duration::milliseconds(500),
+    )]);
+    let second = invoke(&h.deps, event, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert_eq!(second["completed"], true);
+    assert_eq!(
+        drained_ids(&h.queue).await,
+        BTreeSet::from(["late".to_owned()])
+    );
+    assert_eq!(recorded_ids(&h.db).await.len(), 6);
+}

@@ -18,7 +18,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::catalogue::odata::{MAX_SKIP, MAX_TOP};
-use crate::catalogue::{Catalogue, CatalogueError, CataloguePage, DayQuery, PageRequest};
+use crate::catalogue::{
+    Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest,
+};
 use crate::config::{ConfigError, optional};
 use crate::granule::Granule;
 use crate::queue::DownloadQueue;
@@ -38,6 +40,11 @@ pub struct FetchOptions {
     pub deadline_margin: Duration,
     /// The catalogue's `$skip` cap.
     pub max_skip: u32,
+    /// How long after its `PublicationDate` a product may still appear in the
+    /// catalogue (`CATALOGUE_SETTLE_SECONDS`, default 600). The cursor never
+    /// passes products published more recently than this, so one that becomes
+    /// visible late, behind products already read, is found by the next run.
+    pub settle_time: Duration,
 }
 
 impl Default for FetchOptions {
@@ -48,6 +55,7 @@ impl Default for FetchOptions {
             retry: RetryPolicy::default(),
             deadline_margin: Duration::from_secs(60),
             max_skip: MAX_SKIP,
+            settle_time: Duration::from_secs(600),
         }
     }
 }
@@ -73,6 +81,7 @@ impl FetchOptions {
             },
             deadline_margin: Duration::from_secs(optional("DEADLINE_MARGIN_SECONDS", 60)?),
             max_skip: MAX_SKIP,
+            settle_time: Duration::from_secs(optional("CATALOGUE_SETTLE_SECONDS", 600)?),
         })
     }
 }
@@ -393,9 +402,21 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     loop {
         summary.pages += 1;
         let page = in_hand;
-        let examined = page.products.len() as i64;
-        let next_cursor = cursor_after(&page, cursor);
-        let completed = page.products.len() < options.page_size as usize;
+        // Products published within the settle time of now sort last. They are
+        // recorded and queued now, but the cursor stops before them, so the next
+        // run reads them again (already recorded: nothing is queued twice) and
+        // also finds any product that became visible late with an earlier time.
+        let settled_before = Utc::now()
+            - chrono::Duration::from_std(options.settle_time).unwrap_or(chrono::Duration::MAX);
+        let settled = page
+            .products
+            .iter()
+            .position(|p| p.published.is_some_and(|t| t > settled_before))
+            .unwrap_or(page.products.len());
+        let reached_the_present = settled < page.products.len();
+        let examined = settled as i64;
+        let next_cursor = cursor_after(&page.products[..settled], cursor);
+        let completed = page.products.len() < options.page_size as usize || reached_the_present;
         if !completed && next_cursor.skip > i64::from(options.max_skip) {
             return Err(DayFetchError::SkipCap {
                 at: crate::catalogue::odata::odata_timestamp(next_cursor.publication_date),
@@ -527,7 +548,7 @@ async fn fetch_page<C: Catalogue>(
     }
 }
 
-/// The cursor after `page`, which was requested at `cursor`. The catalogue's order
+/// The cursor after `products`, the start of a page requested at `cursor`. The catalogue's order
 /// is total (publication time, then id), so "the first `skip` products published
 /// at or after `publication_date`" names exactly the products examined.
 ///
@@ -535,8 +556,7 @@ async fn fetch_page<C: Catalogue>(
 /// counts the products from the first one published exactly then. A product
 /// whose time is unreadable and that sits just before that run might be earlier,
 /// so it is not counted: at worst it is examined again, never missed.
-pub fn cursor_after(page: &CataloguePage, cursor: FetchCursor) -> FetchCursor {
-    let products = &page.products;
+pub fn cursor_after(products: &[PageProduct], cursor: FetchCursor) -> FetchCursor {
     let Some(last) = products.iter().rev().find_map(|p| p.published) else {
         // Nothing readable: every product is at or after the old instant.
         return FetchCursor {
@@ -565,25 +585,21 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
-    use crate::catalogue::PageProduct;
 
     fn at(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
     }
 
-    fn page(times: &[Option<&str>]) -> CataloguePage {
-        CataloguePage {
-            products: times
-                .iter()
-                .enumerate()
-                .map(|(i, t)| PageProduct {
-                    id: i.to_string(),
-                    published: t.map(at),
-                    granule: Err("test".into()),
-                })
-                .collect(),
-            count: None,
-        }
+    fn page_products(times: &[Option<&str>]) -> Vec<PageProduct> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| PageProduct {
+                id: i.to_string(),
+                published: t.map(at),
+                granule: Err("test".into()),
+            })
+            .collect()
     }
 
     fn cursor(t: &str, skip: i64) -> FetchCursor {
@@ -599,20 +615,29 @@ mod tests {
         let t2 = "2024-04-01T02:00:00.000002Z";
         let t0 = "2024-04-01T00:00:00Z";
         assert_eq!(
-            cursor_after(&page(&[Some(t1), Some(t2), Some(t2)]), cursor(t0, 0)),
+            cursor_after(
+                &page_products(&[Some(t1), Some(t2), Some(t2)]),
+                cursor(t0, 0)
+            ),
             cursor(t2, 2)
         );
         assert_eq!(
-            cursor_after(&page(&[Some(t1), Some(t1), Some(t2)]), cursor(t1, 5)),
+            cursor_after(
+                &page_products(&[Some(t1), Some(t1), Some(t2)]),
+                cursor(t1, 5)
+            ),
             cursor(t2, 1)
         );
         // The whole page at the old instant: the skip grows.
         assert_eq!(
-            cursor_after(&page(&[Some(t1), Some(t1)]), cursor(t1, 3)),
+            cursor_after(&page_products(&[Some(t1), Some(t1)]), cursor(t1, 3)),
             cursor(t1, 5)
         );
         // An empty page leaves the cursor where it was.
-        assert_eq!(cursor_after(&page(&[]), cursor(t1, 3)), cursor(t1, 3));
+        assert_eq!(
+            cursor_after(&page_products(&[]), cursor(t1, 3)),
+            cursor(t1, 3)
+        );
     }
 
     #[test]
@@ -622,17 +647,17 @@ mod tests {
         let t2 = "2024-04-01T02:00:00Z";
         // Trailing unknowns are after t2: counted.
         assert_eq!(
-            cursor_after(&page(&[Some(t1), Some(t2), None]), cursor(t0, 0)),
+            cursor_after(&page_products(&[Some(t1), Some(t2), None]), cursor(t0, 0)),
             cursor(t2, 2)
         );
         // An unknown just before the t2 run may be earlier: not counted.
         assert_eq!(
-            cursor_after(&page(&[Some(t1), None, Some(t2)]), cursor(t0, 0)),
+            cursor_after(&page_products(&[Some(t1), None, Some(t2)]), cursor(t0, 0)),
             cursor(t2, 1)
         );
         // Nothing readable: all are at or after the old instant.
         assert_eq!(
-            cursor_after(&page(&[None, None]), cursor(t1, 1)),
+            cursor_after(&page_products(&[None, None]), cursor(t1, 1)),
             cursor(t1, 3)
         );
     }
