@@ -73,12 +73,17 @@ impl Drop for CatalogueStub {
 
 impl CatalogueStub {
     pub async fn start() -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// On a chosen address (the `catalogue-stub` command).
+    pub async fn start_on(address: SocketAddr) -> Self {
         let stub = Arc::new(Stub::default());
         stub.skip_cap.store(10_000, Ordering::SeqCst);
         let app = axum::Router::new()
             .route("/odata/v1/Products", axum::routing::get(products))
             .with_state(stub.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let listener = tokio::net::TcpListener::bind(address)
             .await
             .expect("bind the catalogue stub");
         let url = format!("http://{}", listener.local_addr().expect("address"));
