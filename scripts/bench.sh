@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# moto slows down as messages wait in a queue: at 12,000 products a SendMessageBatch
+# attempt took longer than the functions' default 10 s attempt timeout here.
+export AWS_ATTEMPT_TIMEOUT_SECONDS="${AWS_ATTEMPT_TIMEOUT_SECONDS:-60}"
 started=$(date +%s)
 
 if ! command -v wrk >/dev/null 2>&1; then

@@ -184,17 +184,20 @@ pub async fn secret_string(aws: &SdkConfig, secret_id: &str) -> Result<String, C
 }
 
 /// The shared AWS configuration: region and credentials from the standard chain,
-/// `AWS_ENDPOINT_URL` for a local server, and timeouts so a dead endpoint fails fast.
-pub async fn aws_config() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// `AWS_ENDPOINT_URL` for a local server, and timeouts so a dead endpoint fails
+/// fast: 3 s to connect, `AWS_ATTEMPT_TIMEOUT_SECONDS` (default 10) per attempt
+/// (SQS answers in milliseconds; a loaded local moto can take longer).
+pub async fn aws_config() -> Result<SdkConfig, ConfigError> {
+    let attempt_timeout = Duration::from_secs(optional("AWS_ATTEMPT_TIMEOUT_SECONDS", 10)?);
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(attempt_timeout)
                 .build(),
         )
         .load()
-        .await
+        .await)
 }
 
 /// Pool settings. Lambda runs many environments at once, each with its own pool,

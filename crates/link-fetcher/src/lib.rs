@@ -263,7 +263,7 @@ impl Dependencies {
     /// database settings of [`store_from_env`].
     pub async fn from_env() -> anyhow::Result<Self> {
         let search = Search::from_env()?;
-        let aws = config::aws_config().await;
+        let aws = config::aws_config().await?;
         let queue = SqsQueue::new(
             aws_sdk_sqs::Client::new(&aws),
             config::queue_url()?,
@@ -413,7 +413,7 @@ async fn fetch_logged(
 
 /// `migrate`: the schema, from the database settings alone.
 pub async fn migrate_from_env() -> anyhow::Result<()> {
-    let aws = config::aws_config().await;
+    let aws = config::aws_config().await?;
     let store = store_from_env(&aws).await?;
     store.migrate().await.context("applying the schema")?;
     Ok(())

@@ -214,7 +214,7 @@ impl Subscription<SqsQueue> {
     pub async fn from_env() -> anyhow::Result<Self> {
         // Credentials first: without them the function must not start, whatever else is set.
         let source = CredentialSource::from_env()?;
-        let aws = config::aws_config().await;
+        let aws = config::aws_config().await?;
         let credentials = Credentials::load(&source, &aws).await?;
         let queue_url = config::queue_url()?;
         let max_acquisition_age = config::max_acquisition_age()?;

@@ -63,7 +63,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let aws = config::aws_config().await;
+            let aws = config::aws_config().await?;
             let options = DatabaseSource::from_env()?.connect_options(&aws).await?;
             let pool = PoolSettings::from_env(1)?.connect(options).await?;
             GranuleStore::new(pool).migrate().await?;
