@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt, stream};
 use hls_core::catalogue::odata::parse_page;
 use hls_core::{DownloadQueue, Granule, GranuleStore, QueueError, SqsQueue, TileSet};
@@ -293,7 +293,7 @@ impl Bench {
         // Postgres's own ceiling: one bare multi-row insert of the same rows.
         let db = TestDatabase::migrated().await;
         let started = Instant::now();
-        bare_insert(&db.pool, &granules).await?;
+        hls_core::store::insert_new_granules(&db.pool, &granules).await?;
         let bare_insert = started.elapsed();
         drop(db);
 
@@ -339,64 +339,6 @@ impl DownloadQueue for NoQueue {
     async fn send(&self, _: &[Granule]) -> Result<(), QueueError> {
         Ok(())
     }
-}
-
-async fn bare_insert(pool: &sqlx::PgPool, granules: &[&Granule]) -> anyhow::Result<()> {
-    let naive = |t: DateTime<Utc>| t.naive_utc();
-    sqlx::query(
-        "INSERT INTO granule (id, filename, tileid, size, beginposition, endposition, \
-                              ingestiondate, download_url, checksum) \
-         SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], \
-                              $5::timestamp[], $6::timestamp[], $7::timestamp[], \
-                              $8::varchar[], $9::varchar[])",
-    )
-    .bind(granules.iter().map(|g| g.id.as_str()).collect::<Vec<_>>())
-    .bind(
-        granules
-            .iter()
-            .map(|g| g.filename.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        granules
-            .iter()
-            .map(|g| g.tile_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(granules.iter().map(|g| g.size).collect::<Vec<_>>())
-    .bind(
-        granules
-            .iter()
-            .map(|g| naive(g.begin_position))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        granules
-            .iter()
-            .map(|g| naive(g.end_position))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        granules
-            .iter()
-            .map(|g| naive(g.ingestion_date))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        granules
-            .iter()
-            .map(|g| g.download_url.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        granules
-            .iter()
-            .map(|g| g.checksum.as_deref().unwrap_or(""))
-            .collect::<Vec<_>>(),
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 async fn bare_send_batches(

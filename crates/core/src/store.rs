@@ -101,57 +101,7 @@ impl GranuleStore {
         }
 
         let mut tx = self.pool.begin().await?;
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO granule (id, filename, tileid, size, beginposition, endposition, \
-                                  ingestiondate, download_url, checksum) \
-             SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], \
-                                  $5::timestamp[], $6::timestamp[], $7::timestamp[], \
-                                  $8::varchar[], $9::varchar[]) \
-             ORDER BY 1 \
-             ON CONFLICT (id) DO NOTHING \
-             RETURNING id",
-        )
-        .bind(batch.iter().map(|g| g.id.as_str()).collect::<Vec<_>>())
-        .bind(
-            batch
-                .iter()
-                .map(|g| g.filename.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(batch.iter().map(|g| g.tile_id.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|g| g.size).collect::<Vec<_>>())
-        .bind(
-            batch
-                .iter()
-                .map(|g| naive(g.begin_position))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .iter()
-                .map(|g| naive(g.end_position))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .iter()
-                .map(|g| naive(g.ingestion_date))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .iter()
-                .map(|g| g.download_url.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .iter()
-                .map(|g| g.checksum.as_deref().unwrap_or(""))
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let inserted = insert_new_granules(&mut *tx, &batch).await?;
 
         let inserted: HashSet<String> = inserted.into_iter().collect();
         let new: Vec<Granule> = batch
@@ -283,6 +233,66 @@ impl GranuleStore {
         .await?;
         Ok(())
     }
+}
+
+/// One multi-row `INSERT … ON CONFLICT (id) DO NOTHING RETURNING id` of `batch`:
+/// returns the ids that were new. Sorted, unique ids keep concurrent callers
+/// locking in one order; [`GranuleStore::record_and_queue`] prepares them so.
+pub async fn insert_new_granules<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    batch: &[&Granule],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO granule (id, filename, tileid, size, beginposition, endposition, \
+                              ingestiondate, download_url, checksum) \
+         SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], \
+                              $5::timestamp[], $6::timestamp[], $7::timestamp[], \
+                              $8::varchar[], $9::varchar[]) \
+         ORDER BY 1 \
+         ON CONFLICT (id) DO NOTHING \
+         RETURNING id",
+    )
+    .bind(batch.iter().map(|g| g.id.as_str()).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|g| g.filename.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|g| g.tile_id.as_str()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|g| g.size).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|g| naive(g.begin_position))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|g| naive(g.end_position))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|g| naive(g.ingestion_date))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|g| g.download_url.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|g| g.checksum.as_deref().unwrap_or(""))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(executor)
+    .await
 }
 
 /// Timestamps are stored as UTC in `timestamp` (without time zone) columns.
