@@ -1,6 +1,7 @@
 //! Real CDSE payloads (copied from `../shared/fixtures`) and larger cases built from them.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use hls_core::notification::{NotifiedProduct, readdress_created};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -30,6 +31,11 @@ pub fn push_modified() -> Value {
 
 pub fn push_deleted() -> Value {
     load("cdse-push-deleted.json")
+}
+
+/// CDSE's answer for a subscription id it does not know (HTTP 404).
+pub fn subscriptions_error_404() -> Value {
+    load("cdse-subscriptions-error-404.json")
 }
 
 pub fn timestamp(at: DateTime<Utc>) -> String {
@@ -85,15 +91,12 @@ pub fn push_created_for(
     acquired: DateTime<Utc>,
 ) -> Value {
     let mut notification = push_created();
-    notification["ProductId"] = id.into();
-    notification["ProductName"] = name.into();
-    let product = &mut notification["value"];
-    product["Id"] = id.into();
-    product["Name"] = name.into();
-    product["PublicationDate"] = timestamp(published).into();
-    product["ContentDate"]["Start"] = timestamp(acquired).into();
-    product["ContentDate"]["End"] = timestamp(acquired).into();
-    product["Locations"][0]["DownloadLink"] =
-        format!("https://catalogue.dataspace.copernicus.eu/odata/v1/Products({id})/$value").into();
+    let product = NotifiedProduct {
+        id,
+        name,
+        published,
+        acquired,
+    };
+    readdress_created(&mut notification, &product, published);
     notification
 }

@@ -16,6 +16,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Executor, PgPool};
 use tokio::sync::OnceCell;
 
 pub mod catalogue_stub;
+pub mod cdse_stub;
 pub mod fixtures;
 
 static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();

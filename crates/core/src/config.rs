@@ -183,6 +183,30 @@ pub async fn secret_string(aws: &SdkConfig, secret_id: &str) -> Result<String, C
     })
 }
 
+/// String fields of a secret holding a JSON object, in the order of `keys`.
+/// Walked by hand: serde's messages could quote a value.
+pub async fn secret_fields<const N: usize>(
+    aws: &SdkConfig,
+    secret_id: &str,
+    keys: [&str; N],
+) -> Result<[String; N], ConfigError> {
+    let text = secret_string(aws, secret_id).await?;
+    let malformed = |reason: String| ConfigError::Secret {
+        secret_id: secret_id.to_owned(),
+        reason,
+    };
+    let secret: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| malformed("is not a JSON object".into()))?;
+    let mut fields = Vec::with_capacity(N);
+    for key in keys {
+        match secret.get(key).and_then(serde_json::Value::as_str) {
+            Some(value) => fields.push(value.to_owned()),
+            None => return Err(malformed(format!("{key} is missing or not a string"))),
+        }
+    }
+    Ok(fields.try_into().expect("one field per key"))
+}
+
 /// The shared AWS configuration: region and credentials from the standard chain,
 /// `AWS_ENDPOINT_URL` for a local server, and timeouts so a dead endpoint fails
 /// fast: 3 s to connect, `AWS_ATTEMPT_TIMEOUT_SECONDS` (default 10) per attempt

@@ -4,10 +4,10 @@
 //! field, so an error names the path of what is missing or wrong
 //! (`value.ContentDate.Start: missing`) and unknown fields are ignored.
 
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
 
-use crate::granule::{Granule, InvalidGranule, ProductFields};
+use crate::granule::{Granule, InvalidGranule, ProductFields, tile_id_from_name};
 use crate::product_entity::parse_timestamp;
 use crate::product_entity::{md5_checksum, tile_id_attribute};
 
@@ -150,6 +150,71 @@ impl ProductNotification {
         match self {
             Self::Created(granule) => &granule.id,
             Self::Ignored { product_id, .. } => product_id,
+        }
+    }
+}
+
+/// The product a synthetic notification is about.
+#[derive(Debug, Clone, Copy)]
+pub struct NotifiedProduct<'a> {
+    pub id: &'a str,
+    /// A Sentinel-2 product name; its tile and platform are written into the attributes.
+    pub name: &'a str,
+    pub published: DateTime<Utc>,
+    pub acquired: DateTime<Utc>,
+}
+
+/// Turns a real `created` notification into one about another product: ids,
+/// name, dates, paths and download links change; everything else keeps the
+/// real shape. `subscription test` builds its notification this way, and so do
+/// the tests.
+pub fn readdress_created(
+    notification: &mut Value,
+    product: &NotifiedProduct<'_>,
+    notified_at: DateTime<Utc>,
+) {
+    let timestamp =
+        |at: DateTime<Utc>| Value::from(at.to_rfc3339_opts(SecondsFormat::Micros, true));
+    let s3_path = format!(
+        "/eodata/Sentinel-2/MSI/L1C/{}/{}",
+        product.acquired.format("%Y/%m/%d"),
+        product.name
+    );
+    let download_link = format!(
+        "https://catalogue.dataspace.copernicus.eu/odata/v1/Products({})/$value",
+        product.id
+    );
+    notification["ProductId"] = product.id.into();
+    notification["ProductName"] = product.name.into();
+    notification["NotificationDate"] = timestamp(notified_at);
+    let entity = &mut notification["value"];
+    entity["Id"] = product.id.into();
+    entity["Name"] = product.name.into();
+    for key in ["OriginDate", "PublicationDate", "ModificationDate"] {
+        entity[key] = timestamp(product.published);
+    }
+    entity["ContentDate"] = json!({
+        "Start": timestamp(product.acquired),
+        "End": timestamp(product.acquired),
+    });
+    entity["S3Path"] = s3_path.clone().into();
+    if let Some(locations) = entity["Locations"].as_array_mut() {
+        for location in locations {
+            location["DownloadLink"] = download_link.clone().into();
+            location["S3Path"] = s3_path.clone().into();
+        }
+    }
+    let tile = tile_id_from_name(product.name);
+    let platform = product.name.get(2..3);
+    if let Some(attributes) = entity["Attributes"].as_array_mut() {
+        for attribute in attributes {
+            let value = match attribute["Name"].as_str() {
+                Some("beginningDateTime" | "endingDateTime") => timestamp(product.acquired),
+                Some("tileId") => tile.map_or(Value::Null, Value::from),
+                Some("platformSerialIdentifier") => platform.map_or(Value::Null, Value::from),
+                _ => continue,
+            };
+            attribute["Value"] = value;
         }
     }
 }
@@ -342,6 +407,51 @@ mod tests {
                 checksum: Some("700a3f2014ab3670408b94e4310924dd".into()),
             }
         );
+    }
+
+    #[test]
+    fn a_readdressed_notification_is_about_the_new_product_only() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let name = "S2C_MSIL1C_20261128T101010_N0511_R022_T33UUP_20261128T101010.SAFE";
+        let product = NotifiedProduct {
+            id: "0f0e0d0c-0000-4000-8000-000000000001",
+            name,
+            published: t("2026-11-28T11:00:00.123456Z"),
+            acquired: t("2026-11-28T10:10:10Z"),
+        };
+        let mut notification = fixture("created");
+        readdress_created(&mut notification, &product, t("2026-11-28T11:00:01Z"));
+        let ProductNotification::Created(granule) = parse(&notification).unwrap() else {
+            panic!("not created");
+        };
+        assert_eq!(granule.id, product.id);
+        assert_eq!(granule.filename, name);
+        assert_eq!(granule.tile_id, "33UUP");
+        assert_eq!(granule.begin_position, product.acquired);
+        assert_eq!(granule.ingestion_date, product.published);
+        assert_eq!(
+            granule.download_url,
+            format!(
+                "https://catalogue.dataspace.copernicus.eu/odata/v1/Products({})/$value",
+                product.id
+            )
+        );
+        let text = notification.to_string();
+        // The old id and acquisition time are gone (lineage attributes keep theirs).
+        for old in ["f867a59a", "2024-09-12T11:25:41"] {
+            assert!(!text.contains(old), "{old} is still in the notification");
+        }
+        let attribute = |name: &str| {
+            notification["value"]["Attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["Name"] == name)
+                .unwrap()["Value"]
+                .clone()
+        };
+        assert_eq!(attribute("platformSerialIdentifier"), "C");
+        assert_eq!(attribute("tileId"), "33UUP");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! only `created` products that are recent and on an allowed tile are recorded
 //! and queued, exactly once, through the core store and queue.
 
+pub mod manage;
+
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -17,10 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use chrono::Utc;
+pub use hls_core::Password;
 use hls_core::config::{self, ConfigError, DatabaseSource, PoolSettings};
 use hls_core::notification::{NotificationError, ProductNotification, SubscriptionEvent};
 use hls_core::{DownloadQueue, GranuleStore, RecordError, SqsQueue, TileSet};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -29,22 +32,6 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const REALM: &str = "Basic realm=\"hls-s2-downloader\", charset=\"UTF-8\"";
 /// Lambda runs many environments at once, each with its own pool.
 const DEFAULT_POOL_CONNECTIONS: u32 = 2;
-
-/// A password that never prints.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
 
 /// The Basic credentials CDSE presents. Only digests are kept, so that the
 /// comparison runs in constant time whatever the lengths presented.
@@ -77,8 +64,6 @@ pub enum CredentialsError {
     Empty(&'static str),
     #[error(transparent)]
     Secret(#[from] ConfigError),
-    #[error("secret {secret_id}: {reason}")]
-    MalformedSecret { secret_id: String, reason: String },
 }
 
 /// The Secrets Manager secret with the endpoint's credentials, as the Python system named it.
@@ -98,6 +83,14 @@ pub enum CredentialSource {
     },
 }
 
+/// The endpoint's Basic credentials in the clear: the handler keeps only their
+/// digests; `subscription create` gives them to CDSE and `subscription test` sends them.
+#[derive(Debug, Clone)]
+pub struct NotificationCredentials {
+    pub username: String,
+    pub password: Password,
+}
+
 impl CredentialSource {
     pub fn from_env() -> Result<Self, CredentialsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -109,7 +102,7 @@ impl CredentialSource {
         match (get("NOTIFICATION_USERNAME"), get("NOTIFICATION_PASSWORD")) {
             (Some(username), Some(password)) => Ok(Self::Environment {
                 username,
-                password: Password(password),
+                password: Password::new(password),
             }),
             (Some(_), None) => Err(CredentialsError::Partial {
                 set: "NOTIFICATION_USERNAME",
@@ -127,19 +120,42 @@ impl CredentialSource {
             },
         }
     }
+
+    /// The credentials in the clear, from the environment or the secret.
+    pub async fn load(&self, aws: &SdkConfig) -> Result<NotificationCredentials, CredentialsError> {
+        let (username, password) = match self {
+            Self::Environment { username, password } => (username.clone(), password.clone()),
+            Self::Secret { secret_id } => {
+                let [username, password] = config::secret_fields(
+                    aws,
+                    secret_id,
+                    ["notification_username", "notification_password"],
+                )
+                .await?;
+                (username, Password::new(password))
+            }
+        };
+        check_not_empty(&username, &password)?;
+        Ok(NotificationCredentials { username, password })
+    }
+}
+
+fn check_not_empty(username: &str, password: &Password) -> Result<(), CredentialsError> {
+    if username.is_empty() {
+        return Err(CredentialsError::Empty("username"));
+    }
+    if password.is_empty() {
+        return Err(CredentialsError::Empty("password"));
+    }
+    Ok(())
 }
 
 impl Credentials {
     pub fn new(username: &str, password: &Password) -> Result<Self, CredentialsError> {
-        if username.is_empty() {
-            return Err(CredentialsError::Empty("username"));
-        }
-        if password.0.is_empty() {
-            return Err(CredentialsError::Empty("password"));
-        }
+        check_not_empty(username, password)?;
         Ok(Self {
             username: Sha256::digest(username.as_bytes()).into(),
-            password: Sha256::digest(password.0.as_bytes()).into(),
+            password: Sha256::digest(password.expose().as_bytes()).into(),
         })
     }
 
@@ -148,28 +164,8 @@ impl Credentials {
         source: &CredentialSource,
         aws: &SdkConfig,
     ) -> Result<Self, CredentialsError> {
-        match source {
-            CredentialSource::Environment { username, password } => Self::new(username, password),
-            CredentialSource::Secret { secret_id } => {
-                let text = config::secret_string(aws, secret_id).await?;
-                let malformed = |reason: &str| CredentialsError::MalformedSecret {
-                    secret_id: secret_id.clone(),
-                    reason: reason.into(),
-                };
-                // Walked by hand: serde's messages could quote a value.
-                let secret: Value =
-                    serde_json::from_str(&text).map_err(|_| malformed("not a JSON object"))?;
-                let field = |key: &str| {
-                    secret
-                        .get(key)
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| malformed(&format!("{key} is missing or not a string")))
-                };
-                let username = field("notification_username")?;
-                let password = Password::new(field("notification_password")?);
-                Self::new(username, &password)
-            }
-        }
+        let plain = source.load(aws).await?;
+        Self::new(&plain.username, &plain.password)
     }
 
     /// Whether the `Authorization` header carries these credentials. Both

@@ -1,5 +1,5 @@
 //! `link-subscription-handler`: the Lambda behind API Gateway when started by
-//! the Lambda runtime, else a command line (`serve`, `migrate`).
+//! the Lambda runtime, else a command line (`serve`, `migrate`, `subscription`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hls_core::GranuleStore;
 use hls_core::config::{self, DatabaseSource, PoolSettings};
+use link_subscription_handler::manage::{self, SubscriptionCommand};
 use link_subscription_handler::{Subscription, lambda_service, router, serve};
 
 #[derive(Parser)]
@@ -29,12 +30,29 @@ enum Command {
     },
     /// Applies the database schema.
     Migrate,
+    /// Manages the CDSE push subscription that posts to this endpoint.
+    #[command(subcommand)]
+    Subscription(SubscriptionCommand),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hls_core::logging::init();
-    let result = run().await;
+    let result = if hls_core::logging::running_in_lambda() {
+        run_lambda().await
+    } else {
+        match Cli::parse().command {
+            Command::Subscription(command) => {
+                // An operator's command: output on stdout, one line of error on stderr.
+                if let Err(error) = manage::run(command, &mut std::io::stdout()).await {
+                    eprintln!("error: {error:#}");
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            command => run(command).await,
+        }
+    };
     if let Err(error) = &result {
         tracing::error!(
             error = format!("{error:#}"),
@@ -44,15 +62,16 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run() -> anyhow::Result<()> {
-    if hls_core::logging::running_in_lambda() {
-        // Once per execution environment; a configuration error stops the start.
-        let subscription = Subscription::from_env().await?;
-        return lambda_http::run(lambda_service(router(Arc::new(subscription))))
-            .await
-            .map_err(|e| anyhow::anyhow!(e));
-    }
-    match Cli::parse().command {
+async fn run_lambda() -> anyhow::Result<()> {
+    // Once per execution environment; a configuration error stops the start.
+    let subscription = Subscription::from_env().await?;
+    lambda_http::run(lambda_service(router(Arc::new(subscription))))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { listen } => {
             let subscription = Subscription::from_env().await?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -70,5 +89,6 @@ async fn run() -> anyhow::Result<()> {
             tracing::info!("schema is up to date");
             Ok(())
         }
+        Command::Subscription(command) => manage::run(command, &mut std::io::stdout()).await,
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest};
+use crate::error_body::{error_message, short, short_json, snippet};
 use crate::granule::{Granule, ProductFields};
 use crate::product_entity::{md5_checksum, parse_timestamp, tile_id_attribute};
 
@@ -306,73 +307,6 @@ fn timestamp(object: &Map<String, Value>, key: &str) -> Result<DateTime<Utc>, St
     parse_timestamp(value).ok_or_else(|| format!("{key} {:?} is not a timestamp", short(value, 40)))
 }
 
-/// The catalogue's own words from an error body: `detail` as a list of
-/// `{loc, msg}` (validation errors) or an object (`message`, `ErrorMessage`),
-/// a top-level `message`, or else the start of the body.
-pub fn error_message(body: &[u8]) -> String {
-    let Ok(json) = serde_json::from_slice::<Value>(body) else {
-        return if body.iter().all(u8::is_ascii_whitespace) {
-            "(empty body)".into()
-        } else {
-            format!("{:?}", snippet(body))
-        };
-    };
-    let message = match json.get("detail") {
-        Some(Value::Array(items)) => {
-            let parts: Vec<String> = items.iter().map(validation_error).collect();
-            (!parts.is_empty()).then(|| parts.join("; "))
-        }
-        Some(Value::Object(detail)) => ["message", "ErrorMessage", "msg"]
-            .iter()
-            .find_map(|key| detail.get(*key).and_then(Value::as_str))
-            .map(|message| {
-                let details: Vec<String> = detail
-                    .get("ErrorDetail")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(validation_error)
-                    .collect();
-                if details.is_empty() {
-                    message.to_owned()
-                } else {
-                    format!("{message} ({})", details.join("; "))
-                }
-            }),
-        Some(Value::String(detail)) => Some(detail.clone()),
-        _ => None,
-    }
-    .or_else(|| {
-        json.get("message")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    });
-    message.unwrap_or_else(|| short_json(&json))
-}
-
-/// `{"loc": ["query", "$skip"], "msg": "..."}` as `query.$skip: ...`.
-fn validation_error(item: &Value) -> String {
-    let msg = item
-        .get("msg")
-        .and_then(Value::as_str)
-        .map_or_else(|| short_json(item), str::to_owned);
-    let loc: Vec<String> = item
-        .get("loc")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|part| {
-            part.as_str()
-                .map_or_else(|| part.to_string(), str::to_owned)
-        })
-        .collect();
-    if loc.is_empty() {
-        msg
-    } else {
-        format!("{}: {msg}", loc.join("."))
-    }
-}
-
 /// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3).
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
@@ -383,22 +317,6 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
         .ok()?
         .with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-fn snippet(body: &[u8]) -> String {
-    short(String::from_utf8_lossy(body).trim(), 200)
-}
-
-fn short(value: &str, max: usize) -> String {
-    if value.chars().count() <= max {
-        value.to_owned()
-    } else {
-        format!("{}…", value.chars().take(max).collect::<String>())
-    }
-}
-
-fn short_json(value: &Value) -> String {
-    short(&value.to_string(), 200)
 }
 
 #[cfg(test)]
@@ -628,30 +546,6 @@ mod tests {
         assert!(error.to_string().contains("no \"value\" array"), "{error}");
         let error = parse_page(br#"{"value": [], "@odata.count": "x"}"#).unwrap_err();
         assert!(error.to_string().contains("@odata.count"), "{error}");
-    }
-
-    #[test]
-    fn error_messages_come_from_the_catalogue() {
-        assert_eq!(
-            error_message(&fixture("cdse-odata-error-skip.json")),
-            "query.$skip: Input should be less than or equal to 10000"
-        );
-        assert_eq!(
-            error_message(&fixture("cdse-subscriptions-error-404.json")),
-            "Subscription with id 991c4730-cf6f-432a-9f6c-47be0230ff45 not found."
-        );
-        assert_eq!(
-            error_message(
-                br#"{"detail":{"ErrorMessage":"Invalid filter","ErrorCode":400,"ErrorDetail":[{"loc":["$filter"],"msg":"bad token"}]}}"#
-            ),
-            "Invalid filter ($filter: bad token)"
-        );
-        assert_eq!(
-            error_message(br#"{"error":"WAF","message":"Rate limit exceeded","status":429}"#),
-            "Rate limit exceeded"
-        );
-        assert_eq!(error_message(b"  "), "(empty body)");
-        assert_eq!(error_message(b"upstream timeout"), "\"upstream timeout\"");
     }
 
     #[test]
