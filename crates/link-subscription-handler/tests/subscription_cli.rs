@@ -650,3 +650,100 @@ async fn subscription_test_against_serve_gets_204_and_records_the_product() {
     let error = setup.fails(wrong, &["test", "--endpoint", &endpoint]).await;
     assert_eq!(error, "error: the endpoint answered HTTP 401: unauthorised");
 }
+
+/// Runs the command on a pseudo-terminal, answering each prompt in turn;
+/// returns everything the terminal showed and whether the command succeeded.
+async fn on_terminal(mut command: Command, answers: &[(&str, &str)]) -> (String, bool) {
+    const DRIVER: &str = r#"
+import json, os, pty, select, sys, time
+answers = json.loads(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+shown = b""
+def read(until=None):
+    global shown
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if until is not None and until in shown:
+            return
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown += chunk
+    if until is not None:
+        sys.exit("no prompt %r; the terminal showed %r" % (until, shown))
+for prompt, answer in answers:
+    read(prompt.encode())
+    os.write(fd, answer.encode() + b"\n")
+read()
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"shown": shown.decode(errors="replace"), "ok": os.waitstatus_to_exitcode(status) == 0}))
+"#;
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let mut driver = Command::new("python3");
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => driver.env(name, value),
+            None => driver.env_remove(name),
+        };
+    }
+    driver
+        .arg("-c")
+        .arg(DRIVER)
+        .arg(serde_json::to_string(answers).unwrap())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || driver.output().expect("run python3"))
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        result["shown"].as_str().unwrap().to_owned(),
+        result["ok"].as_bool().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn on_a_terminal_the_account_is_asked_for_and_the_password_never_shown() {
+    let setup = Setup::new().await;
+    let mut command = setup.command();
+    command
+        .env_remove("CDSE_USERNAME")
+        .env_remove("CDSE_PASSWORD")
+        .args(["subscription", "list"]);
+    let (shown, ok) = on_terminal(
+        command,
+        &[
+            ("CDSE username: ", USERNAME),
+            (&format!("CDSE password for {USERNAME}: "), PASSWORD),
+        ],
+    )
+    .await;
+    assert!(ok, "{shown}");
+    assert!(shown.contains("no subscriptions"), "{shown}");
+    assert!(shown.contains(USERNAME), "the username is echoed: {shown}");
+    assert!(
+        !shown.contains(PASSWORD),
+        "the password was echoed: {shown}"
+    );
+    assert_eq!(grants(&setup.stub), ["password"]);
+
+    // With a usable token in the cache, no password is asked for.
+    let mut command = setup.command();
+    command
+        .env_remove("CDSE_PASSWORD")
+        .args(["subscription", "list"]);
+    let (shown, ok) = on_terminal(command, &[]).await;
+    assert!(ok, "{shown}");
+    assert!(!shown.contains("password"), "{shown}");
+    assert_eq!(grants(&setup.stub), ["password"]);
+}
