@@ -653,7 +653,7 @@ async fn subscription_test_against_serve_gets_204_and_records_the_product() {
 
 /// Runs the command on a pseudo-terminal, answering each prompt in turn;
 /// returns everything the terminal showed and whether the command succeeded.
-async fn on_terminal(mut command: Command, answers: &[(&str, &str)]) -> (String, bool) {
+async fn on_terminal(command: Command, answers: &[(&str, &str)]) -> (String, bool) {
     const DRIVER: &str = r#"
 import json, os, pty, select, sys, time
 answers = json.loads(sys.argv[1])
