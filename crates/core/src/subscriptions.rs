@@ -86,7 +86,7 @@ fn refused_line(service: Service, status: u16, message: &str) -> String {
         }
         (Service::Subscriptions, 401) => "CDSE did not accept the access token",
         (_, 403) => "CDSE does not allow this for the account",
-        (_, 404) => "CDSE found no such subscription",
+        (Service::Subscriptions, 404) => "CDSE found no such subscription",
         (_, 409) => "CDSE refused: it conflicts with an existing subscription",
         (_, 422) => "CDSE rejected the request",
         (_, 429) => "CDSE is limiting the account's requests; try again later",
@@ -957,6 +957,7 @@ mod tests {
             message: "Invalid user credentials".into(),
         };
         assert!(login.to_string().contains("CDSE_PASSWORD"), "{login}");
+        assert!(refused_line(Service::Identity, 404, "m").starts_with("CDSE refused the request"));
         for status in [401, 403, 404, 409, 422, 429, 500, 503, 418] {
             let line = refused_line(Service::Subscriptions, status, "m").to_string();
             assert!(!line.contains('\n') && line.contains(&format!("HTTP {status}")));

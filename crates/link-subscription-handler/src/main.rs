@@ -38,28 +38,30 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     hls_core::logging::init();
-    let result = if hls_core::logging::running_in_lambda() {
-        run_lambda().await
-    } else {
-        match Cli::parse().command {
-            Command::Subscription(command) => {
-                // An operator's command: output on stdout, one line of error on stderr.
-                if let Err(error) = manage::run(command, &mut std::io::stdout()).await {
-                    eprintln!("error: {error:#}");
-                    std::process::exit(1);
-                }
-                Ok(())
-            }
-            command => run(command).await,
-        }
-    };
-    if let Err(error) = &result {
+    if hls_core::logging::running_in_lambda() {
+        let result = run_lambda().await;
+        log_failure(&result);
+        return result;
+    }
+    let command = Cli::parse().command;
+    let operator_command = matches!(command, Command::Subscription(_));
+    let result = run(command).await;
+    if let (true, Err(error)) = (operator_command, &result) {
+        // An operator's command: output on stdout, one line of error on stderr.
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+    log_failure(&result);
+    result
+}
+
+fn log_failure(result: &anyhow::Result<()>) {
+    if let Err(error) = result {
         tracing::error!(
             error = format!("{error:#}"),
             "link-subscription-handler failed"
         );
     }
-    result
 }
 
 async fn run_lambda() -> anyhow::Result<()> {
