@@ -350,7 +350,7 @@ impl TokenSession {
                         service: Service::Identity,
                         status: 400 | 401,
                         message,
-                    }) => tracing::info!(reason = %message, "refresh token refused; logging in"),
+                    }) => tracing::debug!(reason = %message, "refresh token refused; logging in"),
                     Err(other) => return Err(other),
                 }
             }
@@ -732,7 +732,7 @@ impl SubscriptionsClient {
                 .await
                 .map_err(|e| unreachable(Service::Subscriptions, &url, &e))?;
             if status == 401 && bearer.reused {
-                tracing::info!("CDSE refused a reused token; getting a new one");
+                tracing::debug!("CDSE refused a reused token; getting a new one");
                 self.session.forget_access_token().await;
                 bearer = self.session.bearer().await?;
                 continue;

@@ -32,6 +32,8 @@ fn command(stub: &CdseStub, cache: &Path) -> Command {
         "DATABASE_URL",
         "AWS_LAMBDA_RUNTIME_API",
         "XDG_CACHE_HOME",
+        // The default log level: an error must still be one line.
+        "RUST_LOG",
     ] {
         command.env_remove(name);
     }
@@ -43,7 +45,6 @@ fn command(stub: &CdseStub, cache: &Path) -> Command {
         .env("CDSE_TOKEN_CACHE", cache)
         .env("NOTIFICATION_USERNAME", NOTIFICATION_USERNAME)
         .env("NOTIFICATION_PASSWORD", NOTIFICATION_PASSWORD)
-        .env("RUST_LOG", "warn")
         // Not a terminal: nothing is prompted for.
         .stdin(Stdio::null());
     command
