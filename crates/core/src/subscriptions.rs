@@ -476,6 +476,12 @@ impl std::str::FromStr for SubscriptionId {
     }
 }
 
+impl SubscriptionId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for SubscriptionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

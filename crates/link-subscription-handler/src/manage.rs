@@ -123,10 +123,15 @@ pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::R
             writeln!(out, "subscription {id} is paused")?;
         }
         SubscriptionCommand::Resume { id } => {
-            account_client(&aws)
+            let client = account_client(&aws).await?;
+            let others: Vec<SubscriptionInfo> = client
+                .list()
                 .await?
-                .set_status(&id, SubscriptionStatus::Running)
-                .await?;
+                .into_iter()
+                .filter(|s| s.id != id.as_str())
+                .collect();
+            refuse_if_running(&others)?;
+            client.set_status(&id, SubscriptionStatus::Running).await?;
             writeln!(out, "subscription {id} is running")?;
         }
         SubscriptionCommand::Terminate { id } => {
@@ -177,7 +182,7 @@ pub fn events_url(base: &str) -> anyhow::Result<Url> {
     parse_base_url("the endpoint URL", &url).map_err(Into::into)
 }
 
-/// `create` must not start a second running subscription: CDSE allows one.
+/// `create` and `resume` must not start a second running subscription: CDSE allows one.
 pub fn refuse_if_running(subscriptions: &[SubscriptionInfo]) -> anyhow::Result<()> {
     match subscriptions.iter().find(|s| s.is_running()) {
         None => Ok(()),

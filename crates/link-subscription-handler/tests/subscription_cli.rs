@@ -359,15 +359,28 @@ async fn pause_resume_and_terminate_address_one_subscription() {
             body.to_owned(),
         )
     };
+    let list = (
+        "GET".to_owned(),
+        "/odata/v1/Subscriptions/Info".to_owned(),
+        String::new(),
+    );
     assert_eq!(
         calls,
         [
             call("PATCH", r#"{"Status":"paused"}"#),
+            list,
             call("PATCH", r#"{"Status":"running"}"#),
             call("DELETE", ""),
         ]
     );
     assert!(bearers(&setup.stub).iter().all(|b| b == "Bearer access-1"));
+
+    // Resuming while another runs would break CDSE's one-running rule.
+    setup.stub.add_subscription("bb-paused", "paused");
+    setup.stub.add_subscription("cc-running", "running");
+    let error = setup.fails(setup.command(), &["resume", "bb-paused"]).await;
+    assert!(error.contains("cc-running is already running"), "{error}");
+    assert_eq!(setup.stub.subscriptions()[0]["Status"], "paused");
 }
 
 #[tokio::test]
