@@ -669,7 +669,7 @@ async fn subscription_test_against_serve_gets_204_and_records_the_product() {
 /// returns everything the terminal showed and whether the command succeeded.
 async fn on_terminal(command: Command, answers: &[(&str, &str)]) -> (String, bool) {
     const DRIVER: &str = r#"
-import json, os, pty, select, sys, time
+import json, os, pty, select, sys, termios, time
 answers = json.loads(sys.argv[1])
 pid, fd = pty.fork()
 if pid == 0:
@@ -692,8 +692,19 @@ def read(until=None):
             shown += chunk
     if until is not None:
         sys.exit("no prompt %r; the terminal showed %r" % (until, shown))
+def echo_off():
+    # The master sees the terminal's settings: a password is typed only once echo is off,
+    # as a person would after the prompt (the prompt is printed just before echo goes off).
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if not termios.tcgetattr(fd)[3] & termios.ECHO:
+            return
+        time.sleep(0.01)
+    sys.exit("echo stayed on at %r" % shown)
 for prompt, answer in answers:
     read(prompt.encode())
+    if "password" in prompt:
+        echo_off()
     os.write(fd, answer.encode() + b"\n")
 read()
 _, status = os.waitpid(pid, 0)
