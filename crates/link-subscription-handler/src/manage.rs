@@ -324,7 +324,7 @@ fn setting_url(name: &'static str, default: &str) -> Result<Url, SubscriptionsEr
 /// `--endpoint`, or the base URL the stack keeps in SSM for `STAGE`, plus `events`.
 async fn events_endpoint(endpoint: Option<Url>, aws: &LazyAws) -> anyhow::Result<Url> {
     if let Some(endpoint) = endpoint {
-        return Ok(endpoint);
+        return Ok(parse_base_url("--endpoint", endpoint.as_str())?);
     }
     let stage = config::required("STAGE").map_err(|_| {
         anyhow::anyhow!(

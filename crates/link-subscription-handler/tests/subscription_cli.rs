@@ -319,6 +319,16 @@ async fn the_endpoint_comes_from_the_stages_ssm_parameter() {
         error.contains("pass --endpoint URL, or set STAGE"),
         "{error}"
     );
+    let error = setup
+        .fails(
+            setup.command(),
+            &["create", "--endpoint", "ftp://x.example/events"],
+        )
+        .await;
+    assert!(
+        error.contains(r#"--endpoint "ftp://x.example/events": scheme "ftp" is not http(s)"#),
+        "{error}"
+    );
     let mut unknown_stage = setup.command();
     unknown_stage.env("STAGE", format!("nothing{}", random_suffix()));
     let error = setup.fails(unknown_stage, &["create"]).await;
