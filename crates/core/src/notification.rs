@@ -7,6 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::catalogue::odata::download_url;
 use crate::granule::{Granule, InvalidGranule, ProductFields, tile_id_from_name};
 use crate::product_entity::parse_timestamp;
 use crate::product_entity::{md5_checksum, tile_id_attribute};
@@ -180,10 +181,7 @@ pub fn readdress_created(
         product.acquired.format("%Y/%m/%d"),
         product.name
     );
-    let download_link = format!(
-        "https://catalogue.dataspace.copernicus.eu/odata/v1/Products({})/$value",
-        product.id
-    );
+    let download_link = download_url(product.id);
     notification["ProductId"] = product.id.into();
     notification["ProductName"] = product.name.into();
     notification["NotificationDate"] = timestamp(notified_at);

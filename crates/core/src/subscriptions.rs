@@ -320,10 +320,6 @@ impl TokenSession {
         }
     }
 
-    pub fn username(&self) -> &str {
-        &self.username
-    }
-
     fn cache_key(&self) -> String {
         format!("{} {}", self.token_url, self.username)
     }
@@ -607,17 +603,20 @@ impl PushSubscriptionRequest {
 
 /// `…/Subscriptions(<id>)`.
 pub fn subscription_url(collection: &Url, id: &SubscriptionId) -> Url {
-    let mut url = collection.clone();
-    let path = format!("{}({id})", collection.path().trim_end_matches('/'));
-    url.set_path(&path);
-    url
+    with_path_suffix(collection, &format!("({id})"))
 }
 
 /// `…/Subscriptions/Info`.
 pub fn list_url(collection: &Url) -> Url {
+    with_path_suffix(collection, "/Info")
+}
+
+fn with_path_suffix(collection: &Url, suffix: &str) -> Url {
     let mut url = collection.clone();
-    let path = format!("{}/Info", collection.path().trim_end_matches('/'));
-    url.set_path(&path);
+    url.set_path(&format!(
+        "{}{suffix}",
+        collection.path().trim_end_matches('/')
+    ));
     url
 }
 
@@ -661,10 +660,6 @@ impl SubscriptionsClient {
             ))
             .build()
             .map_err(|e| SubscriptionsError::Invalid(format!("HTTP client: {e}")))
-    }
-
-    pub fn collection_url(&self) -> &Url {
-        &self.collection
     }
 
     pub async fn list(&self) -> Result<Vec<SubscriptionInfo>, SubscriptionsError> {

@@ -313,12 +313,9 @@ impl LazyAws {
     }
 }
 
-fn setting_url(name: &'static str, default: &str) -> Result<Url, SubscriptionsError> {
-    let value = std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_owned());
-    parse_base_url(name, &value)
+fn setting_url(name: &'static str, default: &str) -> anyhow::Result<Url> {
+    let value: String = config::optional(name, default.to_owned())?;
+    Ok(parse_base_url(name, &value)?)
 }
 
 /// `--endpoint`, or the base URL the stack keeps in SSM for `STAGE`, plus `events`.
@@ -376,7 +373,7 @@ async fn account_client(aws: &LazyAws) -> anyhow::Result<SubscriptionsClient> {
 /// `CDSE_CREDENTIALS_SECRET` (`{"username", "password"}`), else a prompt on a
 /// terminal. A prompted password is asked for only if a login is needed.
 async fn cdse_account(aws: &LazyAws) -> anyhow::Result<(String, Box<dyn PasswordSource>)> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let var = |name: &'static str| config::required(name).ok();
     let (username, password) = (var("CDSE_USERNAME"), var("CDSE_PASSWORD"));
     if let (Some(username), Some(password)) = (&username, &password) {
         return Ok((username.clone(), Box::new(Password::new(password.clone()))));

@@ -25,6 +25,11 @@ pub const MAX_TOP: u32 = 1_000;
 /// fetchers record the same URL for a product.
 const DOWNLOAD_URL_BASE: &str = "https://catalogue.dataspace.copernicus.eu/odata/v1/Products";
 
+/// A product's download link, as the catalogue builds it.
+pub fn download_url(id: &str) -> String {
+    format!("{DOWNLOAD_URL_BASE}({id})/$value")
+}
+
 /// The OData catalogue over HTTP: one client (connection pool) for every page.
 #[derive(Debug, Clone)]
 pub struct ODataCatalogue {
@@ -275,7 +280,7 @@ fn granule(product: &Map<String, Value>) -> Result<Granule, String> {
     {
         Some(link) => link,
         None => {
-            built = format!("{DOWNLOAD_URL_BASE}({id})/$value");
+            built = download_url(id);
             &built
         }
     };
