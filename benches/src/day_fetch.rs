@@ -9,7 +9,12 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt, stream};
 use hls_core::catalogue::odata::parse_page;
-use hls_core::{DownloadQueue, Granule, GranuleStore, QueueError, SqsQueue, TileSet};
+use hls_core::granule::DownloadMessage;
+use hls_core::queue::MAX_BATCH;
+use hls_core::record::DEFAULT_LEASE;
+use hls_core::{
+    BatchError, DownloadQueue, FoundBy, Granule, GranuleStore, Handoff, SqsQueue, TileSet,
+};
 use integration_tests::catalogue_stub::CatalogueStub;
 use integration_tests::{TestDatabase, TestQueue, fixtures};
 use serde::Serialize;
@@ -268,12 +273,13 @@ impl Bench {
         let granules: Vec<&Granule> = pages.iter().flatten().collect();
         ensure!(granules.len() == self.on_allowed, "the pages lost granules");
 
-        // Postgres alone: the same rows, page by page, through record_and_queue.
+        // Postgres alone: the same rows, page by page, through the hand-off
+        // (rows, outbox rows and "sent" marks) with a queue that costs nothing.
         let db = TestDatabase::migrated().await;
-        let store = GranuleStore::new(db.pool.clone());
+        let handoff = Handoff::new(GranuleStore::new(db.pool.clone()), NoQueue, DEFAULT_LEASE);
         let started = Instant::now();
         for page in &pages {
-            store.record_and_queue(page, &NoQueue).await?;
+            handoff.record_and_queue(page, FoundBy::Poll).await?;
         }
         let stage_postgres = started.elapsed();
         drop(db);
@@ -284,7 +290,7 @@ impl Bench {
         let sqs = SqsQueue::new(queue.client.clone(), queue.url.clone(), SQS_CONCURRENCY);
         let started = Instant::now();
         for page in &pages {
-            sqs.send(page).await?;
+            send_page(&sqs, page).await?;
         }
         let stage_sqs = started.elapsed();
         drainer.finish(0, Duration::ZERO).await?;
@@ -293,7 +299,8 @@ impl Bench {
         // Postgres's own ceiling: one bare multi-row insert of the same rows.
         let db = TestDatabase::migrated().await;
         let started = Instant::now();
-        hls_core::store::insert_new_granules(&db.pool, &granules).await?;
+        hls_core::store::record_new_granules(&db.pool, &granules, FoundBy::Poll, DEFAULT_LEASE)
+            .await?;
         let bare_insert = started.elapsed();
         drop(db);
 
@@ -332,13 +339,31 @@ pub async fn delete_queue(queue: &TestQueue) {
         .await;
 }
 
-/// A queue that accepts everything at once: Postgres's share of record_and_queue.
+/// A queue that accepts everything at once: Postgres's share of the hand-off.
 struct NoQueue;
 
 impl DownloadQueue for NoQueue {
-    async fn send(&self, _: &[Granule]) -> Result<(), QueueError> {
+    async fn send_batch(&self, _: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
         Ok(())
     }
+
+    fn concurrency(&self) -> usize {
+        SQS_CONCURRENCY
+    }
+}
+
+/// One page's messages through `SqsQueue`, ten a call, as the hand-off sends them.
+async fn send_page(sqs: &SqsQueue, page: &[Granule]) -> anyhow::Result<()> {
+    let messages: Vec<DownloadMessage<'_>> = page.iter().map(Granule::download_message).collect();
+    let calls: Vec<_> = messages
+        .chunks(MAX_BATCH)
+        .map(|batch| sqs.send_batch(batch))
+        .collect();
+    stream::iter(calls)
+        .buffer_unordered(SQS_CONCURRENCY)
+        .try_collect::<()>()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.error))
 }
 
 async fn bare_send_batches(

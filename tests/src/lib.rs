@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 pub mod catalogue_stub;
 pub mod cdse_stub;
 pub mod fixtures;
+pub mod sqs_stub;
 
 static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
 
@@ -245,4 +246,87 @@ impl TestQueue {
 pub struct Drained {
     pub by_id: HashMap<String, serde_json::Value>,
     pub deliveries: usize,
+}
+
+/// A consumer that behaves like the Python download Lambda: it receives each
+/// message, looks its granule row up at once (`get_granule`), and deletes the
+/// message whether the row was there or not (the downloader logs "not found"
+/// and returns normally, so SQS deletes it).
+pub struct Downloader {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Lookups>,
+}
+
+/// What the [`Downloader`] found when it looked each message's row up.
+#[derive(Debug, Default)]
+pub struct Lookups {
+    pub found: std::collections::BTreeSet<String>,
+    /// Messages whose row was not there when they arrived: lost in production.
+    pub not_found: Vec<String>,
+    pub deliveries: usize,
+}
+
+impl Downloader {
+    pub fn start(queue: &TestQueue, pool: &PgPool) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (client, url, pool) = (queue.client.clone(), queue.url.clone(), pool.clone());
+        let task = tokio::spawn(async move {
+            let mut lookups = Lookups::default();
+            let mut idle_since = None;
+            loop {
+                let output = client
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .expect("receive_message");
+                let messages = output.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    if *stopped.borrow_and_update() {
+                        let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= Duration::from_millis(500) {
+                            return lookups;
+                        }
+                    }
+                    continue;
+                }
+                idle_since = None;
+                for message in messages {
+                    let body: serde_json::Value =
+                        serde_json::from_str(message.body().unwrap_or_default())
+                            .expect("message body is JSON");
+                    let id = body["id"].as_str().expect("message has an id").to_owned();
+                    let row: Option<String> =
+                        sqlx::query_scalar("SELECT id FROM granule WHERE id = $1")
+                            .bind(&id)
+                            .fetch_optional(&pool)
+                            .await
+                            .expect("look the granule up");
+                    lookups.deliveries += 1;
+                    match row {
+                        Some(_) => {
+                            lookups.found.insert(id);
+                        }
+                        None => lookups.not_found.push(id),
+                    }
+                    client
+                        .delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(message.receipt_handle().unwrap_or_default())
+                        .send()
+                        .await
+                        .expect("delete_message");
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Waits until the queue has been empty for a moment, then returns what was found.
+    pub async fn finish(self) -> Lookups {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the downloader task")
+    }
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, NaiveDate, Utc};
 use hls_core::catalogue::{ODataCatalogue, Platform};
 use hls_core::day_fetch::{DaySummary, Deadline, FetchOptions, RetryPolicy};
-use hls_core::{GranuleStore, TileSet};
+use hls_core::{GranuleStore, Handoff, TileSet};
 use integration_tests::catalogue_stub::{CatalogueStub, Fault, synthetic_day};
-use integration_tests::{TestDatabase, TestQueue, fixtures};
+use integration_tests::{Downloader, TestDatabase, TestQueue, fixtures};
 use lambda_runtime::{Context, LambdaEvent};
 use link_fetcher::{Dependencies, Search, handle};
 use serde_json::{Value, json};
@@ -58,8 +58,11 @@ async fn harness(page_size: u32) -> Harness {
             options: options(page_size),
             max_acquisition_age: chrono::Duration::days(30),
         },
-        store: GranuleStore::new(db.pool.clone()),
-        queue: queue.sqs_queue(),
+        handoff: Handoff::new(
+            GranuleStore::new(db.pool.clone()),
+            queue.sqs_queue(),
+            Duration::from_secs(2),
+        ),
     };
     Harness {
         db,
@@ -570,7 +573,11 @@ async fn the_handler_answers_every_event_shape() {
     // CloudFormation: Create and Update apply the schema, Delete leaves it.
     let empty = TestDatabase::empty().await;
     let mut deps = h.deps.clone();
-    deps.store = GranuleStore::new(empty.pool.clone());
+    deps.handoff = Handoff::new(
+        GranuleStore::new(empty.pool.clone()),
+        h.queue.sqs_queue(),
+        Duration::from_secs(2),
+    );
     let custom = |request: &str| {
         json!({
             "RequestType": request,
@@ -658,4 +665,78 @@ async fn a_product_that_appears_late_behind_recent_ones_is_found_by_the_next_run
         BTreeSet::from(["late".to_owned()])
     );
     assert_eq!(recorded_ids(&h.db).await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_downloader_that_looks_each_row_up_at_once_finds_every_row() {
+    let h = harness(100).await;
+    let date = day("2024-04-05");
+    // Six pages, half on allowed tiles: 300 messages while the downloader consumes.
+    let products = synthetic_day("downloader", date, 600, &tiles(2));
+    let expected = allowed_ids(&products);
+    h.stub.add_products(products);
+    let downloader = Downloader::start(&h.queue, &h.db.pool);
+
+    let summary = h.deps.fetch(date, None, Deadline::none()).await.unwrap();
+    assert!(summary.completed);
+    assert_eq!(summary.pages, 7);
+    let lookups = downloader.finish().await;
+    assert!(
+        lookups.not_found.is_empty(),
+        "{} message(s) arrived before their row: {:?}",
+        lookups.not_found.len(),
+        lookups.not_found
+    );
+    assert_eq!(lookups.found, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_that_would_answer_after_the_stop_point_is_not_waited_for_nor_recorded() {
+    let h = harness(100).await;
+    let date = day("2024-04-06");
+    let products = synthetic_day("stop", date, 300, &tiles(1));
+    let all = allowed_ids(&products);
+    h.stub.add_products(products);
+    // Deadline in 3 s, margin 1 s: the stop point is 2 s away. The second page
+    // would answer after 3 s.
+    h.stub
+        .inject([Fault::Pass, Fault::Slow(Duration::from_secs(3))]);
+    let started = std::time::Instant::now();
+    let answer = invoke(
+        &h.deps,
+        json!({"query_date": "2024-04-06"}),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        answer,
+        json!({"query_date": "2024-04-06", "completed": false})
+    );
+    assert!(
+        took < Duration::from_millis(2_600),
+        "a catalogue attempt ran past the stop point: {took:?}"
+    );
+    // Only the first page is recorded, and its progress is saved.
+    let recorded = recorded_ids(&h.db).await;
+    assert_eq!(recorded.len(), 100);
+    assert!(recorded.is_subset(&all));
+    let (_, fetched, completed) = count_row(&h.db, date, "S2A+S2B+S2C").await;
+    assert_eq!((fetched, completed), (100, false));
+
+    let again = invoke(
+        &h.deps,
+        json!({"query_date": "2024-04-06"}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again,
+        json!({"query_date": "2024-04-06", "completed": true})
+    );
+    assert_eq!(recorded_ids(&h.db).await, all);
+    let drained = h.queue.drain(Duration::from_millis(500)).await;
+    assert_eq!(drained.by_id.into_keys().collect::<BTreeSet<_>>(), all);
 }

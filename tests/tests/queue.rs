@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -11,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::{TimeZone, Utc};
 use hls_core::{
-    DownloadQueue, Granule, GranuleStore, ProductFields, QueueError, RecordError, SqsQueue,
+    DownloadQueue, FoundBy, Granule, GranuleStore, Handoff, ProductFields, QueueError, RecordError,
+    SqsQueue,
 };
 use integration_tests::{TestDatabase, fixtures};
 use serde_json::{Value, json};
@@ -111,14 +113,33 @@ fn granules(count: usize) -> Vec<Granule> {
         .collect()
 }
 
+async fn owed_count(db: &TestDatabase) -> i64 {
+    GranuleStore::new(db.pool.clone())
+        .owed_count()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn entries_rejected_inside_a_successful_batch_are_sent_again_alone() {
     let batch = granules(25);
     let (sqs, queue) = fake_sqs(&[&batch[3], &batch[14]], &[]).await;
-    queue
-        .send(&batch)
+    let db = TestDatabase::migrated().await;
+    let handoff = Handoff::new(
+        GranuleStore::new(db.pool.clone()),
+        queue,
+        Duration::from_secs(60),
+    );
+    let new = handoff
+        .record_and_queue(&batch, FoundBy::Poll)
         .await
         .expect("flaky entries succeed on retry");
+    assert_eq!(new.len(), 25);
+    assert_eq!(
+        owed_count(&db).await,
+        0,
+        "every accepted message is marked sent"
+    );
 
     let accepted: HashSet<String> = sqs.accepted.lock().unwrap().iter().cloned().collect();
     assert_eq!(accepted.len(), 25);
@@ -133,27 +154,41 @@ async fn entries_rejected_inside_a_successful_batch_are_sent_again_alone() {
         3,
         "three batches of at most ten"
     );
-    let retries: Vec<&Vec<String>> = calls.iter().skip(3).collect();
+    let retries: Vec<&Vec<String>> = calls.iter().filter(|c| c.len() == 1).collect();
     assert_eq!(retries.len(), 2);
     for retry in retries {
-        assert_eq!(
-            retry.len(),
-            1,
+        assert!(
+            retry[0] == batch[3].id || retry[0] == batch[14].id,
             "a retry carries only the rejected entry: {retry:?}"
         );
     }
 }
 
 #[tokio::test]
-async fn an_entry_that_keeps_failing_is_an_error_and_nothing_is_recorded() {
+async fn an_entry_that_keeps_failing_stays_owed_alone_and_is_sent_by_the_next_sender() {
     let batch = granules(12);
     let (sqs, queue) = fake_sqs(&[], &[&batch[5]]).await;
-    let error = queue.send(&batch).await.unwrap_err();
+    let error = queue
+        .send_batch(
+            &batch[..10]
+                .iter()
+                .map(Granule::download_message)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap_err();
     assert!(
-        matches!(error, QueueError::Rejected { count: 1, .. }),
-        "{error}"
+        matches!(error.error, QueueError::Rejected { count: 1, .. }),
+        "{}",
+        error.error
     );
-    assert!(error.to_string().contains("InternalError"), "{error}");
+    assert_eq!(error.accepted.len(), 9);
+    assert!(!error.accepted.contains(&5));
+    assert!(
+        error.error.to_string().contains("InternalError"),
+        "{}",
+        error.error
+    );
     assert!(
         sqs.seen.lock().unwrap().len() > 2,
         "the rejected entry was retried"
@@ -161,11 +196,39 @@ async fn an_entry_that_keeps_failing_is_an_error_and_nothing_is_recorded() {
 
     let db = TestDatabase::migrated().await;
     let store = GranuleStore::new(db.pool.clone());
-    let error = store.record_and_queue(&batch, &queue).await.unwrap_err();
-    assert!(matches!(error, RecordError::Queue(_)));
+    let handoff = Handoff::new(store.clone(), queue, Duration::from_secs(60));
+    let error = handoff
+        .record_and_queue(&batch, FoundBy::Poll)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RecordError::Unsent {
+                messages: 12,
+                unsent: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // Every row recorded; only the rejected entry's message is owed.
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM granule")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(rows, 0);
+    assert_eq!(rows, 12);
+    let owed: Vec<String> =
+        sqlx::query_scalar("SELECT granule_id FROM granule_outbox WHERE sent_at IS NULL")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(owed, [batch[5].id.clone()]);
+
+    // A healthy queue: the next sender sends exactly that one, at once (it was released).
+    let (healthy, queue) = fake_sqs(&[], &[]).await;
+    let next = Handoff::new(store, queue, Duration::from_secs(60));
+    assert_eq!(next.send_owed(None).await.unwrap(), 1);
+    assert_eq!(*healthy.accepted.lock().unwrap(), [batch[5].id.clone()]);
+    assert_eq!(owed_count(&db).await, 0);
 }

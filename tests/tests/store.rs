@@ -6,11 +6,22 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use hls_core::store::MIGRATOR;
-use hls_core::{FetchCursor, Granule, GranuleStore, ProductFields, RecordError, SqsQueue};
+use hls_core::{
+    FetchCursor, FoundBy, Granule, GranuleStore, Handoff, ProductFields, RecordError, SqsQueue,
+};
 use integration_tests::{TestDatabase, TestQueue, fixtures};
 use sqlx::PgPool;
 
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
+/// The record-and-queue unit on `pool` and `queue`, with a short lease.
+fn handoff(pool: &PgPool, queue: SqsQueue) -> Handoff<SqsQueue> {
+    Handoff::new(
+        GranuleStore::new(pool.clone()),
+        queue,
+        Duration::from_secs(1),
+    )
+}
 
 fn granule(n: usize) -> Granule {
     let acquired =
@@ -242,16 +253,15 @@ async fn migrations_started_by_two_processes_at_once_both_succeed() {
 async fn recording_the_same_batch_twice_queues_nothing_the_second_time() {
     let db = TestDatabase::migrated().await;
     let queue = TestQueue::new().await;
-    let store = GranuleStore::new(db.pool.clone());
     let batch: Vec<Granule> = (0..25).map(granule).collect();
 
-    let first = store
-        .record_and_queue(&batch, &queue.sqs_queue())
+    let first = handoff(&db.pool, queue.sqs_queue())
+        .record_and_queue(&batch, FoundBy::Poll)
         .await
         .unwrap();
     assert_eq!(first.len(), 25);
-    let second = store
-        .record_and_queue(&batch, &queue.sqs_queue())
+    let second = handoff(&db.pool, queue.sqs_queue())
+        .record_and_queue(&batch, FoundBy::Poll)
         .await
         .unwrap();
     assert!(
@@ -270,10 +280,9 @@ async fn recording_the_same_batch_twice_queues_nothing_the_second_time() {
 async fn duplicates_inside_one_batch_are_recorded_and_queued_once() {
     let db = TestDatabase::migrated().await;
     let queue = TestQueue::new().await;
-    let store = GranuleStore::new(db.pool.clone());
     let batch = vec![granule(1), granule(2), granule(1)];
-    let new = store
-        .record_and_queue(&batch, &queue.sqs_queue())
+    let new = handoff(&db.pool, queue.sqs_queue())
+        .record_and_queue(&batch, FoundBy::Poll)
         .await
         .unwrap();
     assert_eq!(new.len(), 2);
@@ -284,19 +293,18 @@ async fn duplicates_inside_one_batch_are_recorded_and_queued_once() {
 async fn concurrent_overlapping_batches_give_one_row_and_one_message_per_id() {
     let db = TestDatabase::migrated().await;
     let queue = TestQueue::new().await;
-    let store = GranuleStore::new(db.pool.clone());
-    let sqs = queue.sqs_queue();
+    let shared = handoff(&db.pool, queue.sqs_queue());
 
     // Eight tasks; task k records ids k*10 .. k*10+40, so each id is in up to four batches,
     // in a different order in each batch (reversed for odd tasks).
     let tasks = (0..8).map(|task| {
-        let (store, sqs) = (store.clone(), sqs.clone());
+        let unit = shared.clone();
         tokio::spawn(async move {
             let mut batch: Vec<Granule> = (task * 10..task * 10 + 40).map(granule).collect();
             if task % 2 == 1 {
                 batch.reverse();
             }
-            store.record_and_queue(&batch, &sqs).await.unwrap()
+            unit.record_and_queue(&batch, FoundBy::Poll).await.unwrap()
         })
     });
     let results = futures::future::join_all(tasks).await;
@@ -318,40 +326,96 @@ async fn concurrent_overlapping_batches_give_one_row_and_one_message_per_id() {
 }
 
 #[tokio::test]
-async fn a_queue_failure_leaves_no_granule_row_and_a_retry_records_them() {
+async fn a_queue_failure_leaves_the_rows_owed_and_the_next_sender_sends_each_once() {
     let db = TestDatabase::migrated().await;
     let queue = TestQueue::new().await;
-    let store = GranuleStore::new(db.pool.clone());
     let missing = SqsQueue::new(queue.client.clone(), format!("{}-missing", queue.url), 4);
     let batch: Vec<Granule> = (0..15).map(granule).collect();
 
-    let error = store.record_and_queue(&batch, &missing).await.unwrap_err();
-    assert!(matches!(error, RecordError::Queue(_)), "{error}");
+    let error = handoff(&db.pool, missing)
+        .record_and_queue(&batch, FoundBy::Poll)
+        .await
+        .unwrap_err();
     assert!(
-        granule_ids(&db.pool).await.is_empty(),
-        "rows left behind after a queue failure"
+        matches!(
+            error,
+            RecordError::Unsent {
+                messages: 15,
+                unsent: 15,
+                ..
+            }
+        ),
+        "{error}"
     );
+    // Recorded before any send, and owed; the failed batches were released at once.
+    assert_eq!(granule_ids(&db.pool).await.len(), 15);
+    let store = GranuleStore::new(db.pool.clone());
+    assert_eq!(store.owed_count().await.unwrap(), 15);
 
-    let new = store
-        .record_and_queue(&batch, &queue.sqs_queue())
+    // Recording again finds them known and sends nothing; the owed ones go with send_owed.
+    let working = handoff(&db.pool, queue.sqs_queue());
+    let again = working
+        .record_and_queue(&batch, FoundBy::Poll)
         .await
         .unwrap();
-    assert_eq!(new.len(), 15);
-    assert_eq!(queue.drain(DRAIN_IDLE).await.by_id.len(), 15);
+    assert!(again.is_empty());
+    assert_eq!(working.send_owed(None).await.unwrap(), 15);
+    assert_eq!(working.send_owed(None).await.unwrap(), 0);
+    assert_eq!(store.owed_count().await.unwrap(), 0);
+    let drained = queue.drain(DRAIN_IDLE).await;
+    assert_eq!(drained.by_id.len(), 15);
+    assert_eq!(drained.deliveries, 15, "an owed message was sent twice");
+}
+
+#[tokio::test]
+async fn an_owed_message_held_by_a_live_sender_is_not_claimed_by_another() {
+    let db = TestDatabase::migrated().await;
+    let store = GranuleStore::new(db.pool.clone());
+    let batch: Vec<Granule> = (0..30).map(granule).collect();
+    let refs: Vec<&Granule> = batch.iter().collect();
+    // Recorded by a sender that then died before sending: owed, leased for a minute.
+    let new = store
+        .record_new(&refs, FoundBy::Poll, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(new.len(), 30);
+    assert!(
+        store
+            .claim_owed(100, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once its lease has run out, two senders at once split the rows between them.
+    sqlx::query("UPDATE granule_outbox SET lease_until = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        store.claim_owed(20, Duration::from_secs(60)),
+        store.claim_owed(20, Duration::from_secs(60))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 30);
+    let ids: HashSet<&str> = a.iter().chain(&b).map(|m| m.id.as_str()).collect();
+    assert_eq!(ids.len(), 30, "a row was claimed twice");
+    // The claim carries the message as the row holds it.
+    let first = a.iter().chain(&b).find(|m| m.id == batch[2].id).unwrap();
+    assert_eq!(first.filename, batch[2].filename);
+    assert_eq!(first.checksum, batch[2].checksum.clone().unwrap());
 }
 
 #[tokio::test]
 async fn messages_received_from_the_queue_have_exactly_the_download_service_fields() {
     let db = TestDatabase::migrated().await;
     let queue = TestQueue::new().await;
-    let store = GranuleStore::new(db.pool.clone());
     let with_checksum = granule(2);
     let without_checksum = granule(3);
     assert!(without_checksum.checksum.is_none());
-    store
+    handoff(&db.pool, queue.sqs_queue())
         .record_and_queue(
             &[with_checksum.clone(), without_checksum.clone()],
-            &queue.sqs_queue(),
+            FoundBy::Poll,
         )
         .await
         .unwrap();

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
-use hls_core::{GranuleStore, SqsQueue, TileSet};
-use integration_tests::{TestDatabase, TestQueue, fixtures, random_suffix};
+use hls_core::{FoundBy, GranuleStore, Handoff, SqsQueue, TileSet};
+use integration_tests::{Downloader, TestDatabase, TestQueue, fixtures, random_suffix};
 use link_subscription_handler::{
     CredentialSource, Credentials, CredentialsError, MAX_BODY_BYTES, Password, Subscription,
     lambda_service, router, secret_id,
@@ -30,11 +30,13 @@ fn credentials() -> Credentials {
     Credentials::new(USERNAME, &Password::new(PASSWORD)).unwrap()
 }
 
+/// Owed messages are held this long by the sender that claimed them.
+const LEASE: Duration = Duration::from_secs(2);
+
 fn subscription(pool: PgPool, queue: SqsQueue) -> Arc<Subscription<SqsQueue>> {
     Arc::new(Subscription {
         credentials: credentials(),
-        store: GranuleStore::new(pool),
-        queue,
+        handoff: Handoff::new(GranuleStore::new(pool), queue, LEASE),
         tiles: TileSet::built_in(),
         max_acquisition_age: chrono::Duration::days(30),
     })
@@ -178,11 +180,14 @@ async fn a_product_the_polling_already_recorded_is_not_queued_again() {
     else {
         panic!("created");
     };
-    let store = GranuleStore::new(app.db.pool.clone());
-    store
-        .record_and_queue(&[granule], &app.queue.sqs_queue())
-        .await
-        .unwrap();
+    Handoff::new(
+        GranuleStore::new(app.db.pool.clone()),
+        app.queue.sqs_queue(),
+        LEASE,
+    )
+    .record_and_queue(&[granule], FoundBy::Poll)
+    .await
+    .unwrap();
     assert_eq!(app.queue.drain(DRAIN_IDLE).await.by_id.len(), 1);
 
     let (status, _, _) = app.post_json(&notification).await;
@@ -210,6 +215,35 @@ async fn fifty_concurrent_deliveries_give_one_row_and_one_message() {
     assert_eq!(app.rows().await, 1);
     let drained = app.queue.drain(DRAIN_IDLE).await;
     assert_eq!(drained.by_id.keys().collect::<Vec<_>>(), [&id]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_downloader_that_looks_each_row_up_at_once_finds_every_pushed_row() {
+    let app = App::new().await;
+    let downloader = Downloader::start(&app.queue, &app.db.pool);
+    let notifications: Vec<(String, Value)> = (0..50)
+        .map(|_| notification_for("31UFU", recent()))
+        .collect();
+    let statuses = futures::future::join_all(notifications.iter().map(|(_, notification)| {
+        let request = events_request(notification.to_string(), Some(&basic(USERNAME, PASSWORD)));
+        let router = app.router.clone();
+        async move { send(&router, request).await.0 }
+    }))
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::NO_CONTENT),
+        "{statuses:?}"
+    );
+    let lookups = downloader.finish().await;
+    assert!(
+        lookups.not_found.is_empty(),
+        "{} message(s) arrived before their row: {:?}",
+        lookups.not_found.len(),
+        lookups.not_found
+    );
+    let ids: std::collections::BTreeSet<String> =
+        notifications.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(lookups.found, ids);
 }
 
 #[tokio::test]
@@ -338,7 +372,7 @@ async fn too_old_wrong_tile_modified_and_deleted_get_204_and_nothing_is_written(
 }
 
 #[tokio::test]
-async fn queue_unavailable_gets_503_with_no_row_and_a_retry_succeeds() {
+async fn queue_unavailable_gets_503_and_the_redelivery_sends_exactly_one_message() {
     let app = App::new().await;
     let missing = SqsQueue::new(
         app.queue.client.clone(),
@@ -352,17 +386,68 @@ async fn queue_unavailable_gets_503_with_no_row_and_a_retry_succeeds() {
     let broken = router(subscription(app.db.pool.clone(), missing));
     let (id, notification) = notification_for("28PHQ", recent());
     let request = || events_request(notification.to_string(), Some(&basic(USERNAME, PASSWORD)));
-    let (status, _, body) = send(&broken, request()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(!error_of(&body).is_empty());
-    assert_eq!(app.rows().await, 0);
+    for _ in 0..3 {
+        let (status, _, body) = send(&broken, request()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!error_of(&body).is_empty());
+    }
+    // Recorded once, before any send; its message owed.
+    assert_eq!(app.rows().await, 1);
+    let owed = GranuleStore::new(app.db.pool.clone())
+        .owed_count()
+        .await
+        .unwrap();
+    assert_eq!(owed, 1);
 
-    // CDSE retries once the queue is back.
+    // CDSE redelivers once the queue is back: one message, and the next redelivery sends none.
+    let (status, _, _) = send(&app.router, request()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _, _) = send(&app.router, request()).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(app.rows().await, 1);
     let drained = app.queue.drain(DRAIN_IDLE).await;
     assert_eq!(drained.by_id.keys().collect::<Vec<_>>(), [&id]);
+    assert_eq!(drained.deliveries, 1);
+    let owed = GranuleStore::new(app.db.pool.clone())
+        .owed_count()
+        .await
+        .unwrap();
+    assert_eq!(owed, 0);
+}
+
+#[tokio::test]
+async fn a_redelivery_while_a_dead_sender_holds_the_message_gets_503_then_sends_it_once() {
+    let app = App::new().await;
+    let (id, notification) = notification_for("28PHQ", recent());
+    let hls_core::notification::ProductNotification::Created(granule) =
+        hls_core::notification::ProductNotification::from_json(&notification).unwrap()
+    else {
+        panic!("created");
+    };
+    // A request that recorded the product and died before sending (its Lambda was killed).
+    GranuleStore::new(app.db.pool.clone())
+        .record_new(&[&granule], FoundBy::Push, LEASE * 3)
+        .await
+        .unwrap();
+    let request = || events_request(notification.to_string(), Some(&basic(USERNAME, PASSWORD)));
+    let (status, _, body) = send(&app.router, request()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    assert!(error_of(&body).contains("another request"), "{body:?}");
+    assert!(
+        app.queue
+            .drain(Duration::from_millis(200))
+            .await
+            .by_id
+            .is_empty()
+    );
+
+    // Its lease runs out; the next redelivery sends the message.
+    tokio::time::sleep(LEASE * 3).await;
+    let (status, _, _) = send(&app.router, request()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let drained = app.queue.drain(DRAIN_IDLE).await;
+    assert_eq!(drained.by_id.keys().collect::<Vec<_>>(), [&id]);
+    assert_eq!(drained.deliveries, 1);
 }
 
 #[tokio::test]

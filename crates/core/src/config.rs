@@ -226,10 +226,21 @@ pub async fn aws_config() -> Result<SdkConfig, ConfigError> {
 
 /// Pool settings. Lambda runs many environments at once, each with its own pool,
 /// so pools stay small (`DB_POOL_MAX_CONNECTIONS`); put RDS Proxy in front at scale.
+///
+/// Every connection also carries Postgres timeouts, so a request waiting on a
+/// row lock (or a runaway statement) fails in time for the caller to retry,
+/// before the Lambda deadline or API Gateway's 29 s cut it off blindly.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// `lock_timeout`: longest wait for a lock (`DB_LOCK_TIMEOUT_MS`).
+    pub lock_timeout: Duration,
+    /// `statement_timeout`: longest statement (`DB_STATEMENT_TIMEOUT_MS`).
+    pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout`: a connection left idle inside a
+    /// transaction is closed and its locks released (`DB_IDLE_IN_TRANSACTION_TIMEOUT_MS`).
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl PoolSettings {
@@ -237,18 +248,28 @@ impl PoolSettings {
         Ok(Self {
             max_connections: optional("DB_POOL_MAX_CONNECTIONS", default_max_connections)?.max(1),
             acquire_timeout: Duration::from_secs(optional("DB_ACQUIRE_TIMEOUT_SECONDS", 5)?),
+            lock_timeout: timeout_ms("DB_LOCK_TIMEOUT_MS", optional("DB_LOCK_TIMEOUT_MS", 5_000)?)?,
+            statement_timeout: timeout_ms(
+                "DB_STATEMENT_TIMEOUT_MS",
+                optional("DB_STATEMENT_TIMEOUT_MS", 20_000)?,
+            )?,
+            idle_in_transaction_timeout: timeout_ms(
+                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                optional("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000)?,
+            )?,
         })
     }
 
     /// A pool that connects on first use, so start-up does not wait on (or fail
     /// because of) the database; a database fault then surfaces per request.
     pub fn connect_lazy(&self, options: PgConnectOptions) -> PgPool {
-        self.pool_options().connect_lazy_with(options)
+        self.pool_options()
+            .connect_lazy_with(self.session_options(options))
     }
 
     pub async fn connect(&self, options: PgConnectOptions) -> Result<PgPool, ConfigError> {
         self.pool_options()
-            .connect_with(options)
+            .connect_with(self.session_options(options))
             .await
             .map_err(ConfigError::Connect)
     }
@@ -258,6 +279,36 @@ impl PoolSettings {
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
     }
+
+    /// The timeouts go in the startup packet (`options=-c ...`) rather than a
+    /// `SET` after connecting: one round trip fewer, and no session state that
+    /// RDS Proxy would pin the connection for.
+    fn session_options(&self, options: PgConnectOptions) -> PgConnectOptions {
+        let ms = |timeout: Duration| format!("{}ms", timeout.as_millis());
+        options.options([
+            ("lock_timeout", ms(self.lock_timeout)),
+            ("statement_timeout", ms(self.statement_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(self.idle_in_transaction_timeout),
+            ),
+        ])
+    }
+}
+
+/// A Postgres timeout in milliseconds: 0 (which Postgres reads as "never") and
+/// values past its `int` range are refused.
+fn timeout_ms(name: &'static str, ms: u64) -> Result<Duration, ConfigError> {
+    if ms == 0 || ms > i32::MAX as u64 {
+        return Err(ConfigError::Malformed {
+            name,
+            reason: format!(
+                "{ms}: give milliseconds from 1 to {} (0 would disable the timeout)",
+                i32::MAX
+            ),
+        });
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -288,6 +339,23 @@ mod tests {
             serde_json::from_str::<RdsSecret>(r#"{"username":"u","host":"h","dbname":"d"}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn postgres_timeouts_must_be_positive_milliseconds() {
+        assert_eq!(
+            timeout_ms("DB_LOCK_TIMEOUT_MS", 300).unwrap(),
+            Duration::from_millis(300)
+        );
+        for bad in [0, u64::from(u32::MAX)] {
+            let message = timeout_ms("DB_LOCK_TIMEOUT_MS", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&format!("DB_LOCK_TIMEOUT_MS is malformed: {bad}:")),
+                "{message}"
+            );
+        }
     }
 
     #[test]

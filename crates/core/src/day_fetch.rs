@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rand::RngExt;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -24,7 +24,8 @@ use crate::catalogue::{
 use crate::config::{ConfigError, optional};
 use crate::granule::Granule;
 use crate::queue::DownloadQueue;
-use crate::store::{FetchCursor, GranuleCount, GranuleStore, RecordError};
+use crate::record::{Handoff, RecordError};
+use crate::store::{FetchCursor, FoundBy, GranuleCount};
 use crate::tiles::TileSet;
 
 /// How a day is fetched; every field has a production default.
@@ -70,9 +71,25 @@ impl FetchOptions {
                 reason: format!("{page_size} is not between 1 and {MAX_TOP}"),
             });
         }
+        let request_timeout: u64 = optional("CATALOGUE_TIMEOUT_SECONDS", 120)?;
+        if request_timeout == 0 {
+            return Err(ConfigError::Malformed {
+                name: "CATALOGUE_TIMEOUT_SECONDS",
+                reason: "0: a request needs some time to be answered".into(),
+            });
+        }
+        let settle_time: u64 = optional("CATALOGUE_SETTLE_SECONDS", 600)?;
+        if settle_time > MAX_SETTLE_SECONDS {
+            return Err(ConfigError::Malformed {
+                name: "CATALOGUE_SETTLE_SECONDS",
+                reason: format!(
+                    "{settle_time} is more than a day ({MAX_SETTLE_SECONDS}): the cursor would never move"
+                ),
+            });
+        }
         Ok(Self {
             page_size,
-            request_timeout: Duration::from_secs(optional("CATALOGUE_TIMEOUT_SECONDS", 120)?),
+            request_timeout: Duration::from_secs(request_timeout),
             retry: RetryPolicy {
                 max_attempts: optional("CATALOGUE_MAX_ATTEMPTS", defaults.retry.max_attempts)?
                     .max(1),
@@ -81,10 +98,13 @@ impl FetchOptions {
             },
             deadline_margin: Duration::from_secs(optional("DEADLINE_MARGIN_SECONDS", 60)?),
             max_skip: MAX_SKIP,
-            settle_time: Duration::from_secs(optional("CATALOGUE_SETTLE_SECONDS", 600)?),
+            settle_time: Duration::from_secs(settle_time),
         })
     }
 }
+
+/// The longest settle time accepted: a product is visible within a day.
+pub const MAX_SETTLE_SECONDS: u64 = 86_400;
 
 /// The one retry policy for catalogue faults that may pass (429, 5xx, connection
 /// errors, timeouts): exponential backoff with jitter, or the catalogue's own
@@ -169,13 +189,24 @@ impl Deadline {
         self.time_left().is_none_or(|left| !left.is_zero())
     }
 
-    /// A request attempt never outlives the invocation itself.
-    fn attempt_timeout(&self, configured: Duration) -> Duration {
-        match self.at {
-            None => configured,
-            Some(at) => configured
-                .min(at.saturating_duration_since(Instant::now()))
-                .max(Duration::from_secs(1)),
+    /// Time left before the deadline itself; `None` is unlimited.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// The stop point as an instant, for senders bounded by it.
+    pub fn stop_at(&self) -> Option<Instant> {
+        self.at.map(|at| at.checked_sub(self.margin).unwrap_or(at))
+    }
+
+    /// How long the next request attempt may take: never past the stop point.
+    /// `None` when the stop point has passed.
+    fn attempt_timeout(&self, configured: Duration) -> Option<Duration> {
+        match self.time_left() {
+            None => Some(configured),
+            Some(left) if left.is_zero() => None,
+            Some(left) => Some(configured.min(left)),
         }
     }
 }
@@ -191,6 +222,11 @@ pub enum DayFetchError {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(
+        "the invocation has {left:?} before its deadline, less than the deadline margin \
+         (DEADLINE_MARGIN_SECONDS, {margin:?}): raise the Lambda timeout or lower the margin"
+    )]
+    NoTime { left: Duration, margin: Duration },
+    #[error(
         "more than {max} products were published at {at}: the catalogue's $skip cap \
          does not allow paging past them"
     )]
@@ -199,6 +235,12 @@ pub enum DayFetchError {
 
 /// Where a day's granules go and where its progress is kept.
 pub trait DayRecorder: Sync {
+    /// Sends the messages earlier runs (or the push endpoint) still owe, before
+    /// the day starts; returns how many were sent.
+    fn send_owed(
+        &self,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<usize, RecordError>> + Send;
     /// The day's row as the previous invocations left it.
     fn start(
         &self,
@@ -224,29 +266,34 @@ pub trait DayRecorder: Sync {
     ) -> impl Future<Output = Result<(), RecordError>> + Send;
 }
 
-/// The production recorder: Postgres and the download queue.
+/// The production recorder: the hand-off to the download service (Postgres and SQS).
 pub struct StoreRecorder<'a, Q> {
-    pub store: &'a GranuleStore,
-    pub queue: &'a Q,
+    pub handoff: &'a Handoff<Q>,
 }
 
 impl<Q: DownloadQueue> DayRecorder for StoreRecorder<'_, Q> {
+    async fn send_owed(&self, deadline: Deadline) -> Result<usize, RecordError> {
+        self.handoff.send_owed(deadline.stop_at()).await
+    }
+
     async fn start(&self, query: &DayQuery) -> Result<GranuleCount, RecordError> {
         Ok(self
-            .store
+            .handoff
+            .store()
             .get_or_create_granule_count(query.date, query.platform_label())
             .await?)
     }
 
     async fn set_available(&self, query: &DayQuery, available: i64) -> Result<(), RecordError> {
         Ok(self
-            .store
+            .handoff
+            .store()
             .set_available_links(query.date, query.platform_label(), available)
             .await?)
     }
 
     async fn record_page(&self, granules: &[Granule]) -> Result<Vec<Granule>, RecordError> {
-        self.store.record_and_queue(granules, self.queue).await
+        self.handoff.record_and_queue(granules, FoundBy::Poll).await
     }
 
     async fn save_progress(
@@ -256,7 +303,8 @@ impl<Q: DownloadQueue> DayRecorder for StoreRecorder<'_, Q> {
         cursor: FetchCursor,
         completed: bool,
     ) -> Result<(), RecordError> {
-        self.store
+        let store = self.handoff.store();
+        store
             .add_fetched_links(
                 query.date,
                 query.platform_label(),
@@ -265,7 +313,7 @@ impl<Q: DownloadQueue> DayRecorder for StoreRecorder<'_, Q> {
                 completed,
             )
             .await?;
-        self.store.set_last_linked_fetched_time(Utc::now()).await?;
+        store.set_last_linked_fetched_time(Utc::now()).await?;
         Ok(())
     }
 }
@@ -277,6 +325,10 @@ pub struct DryRun<F> {
 }
 
 impl<F: Fn(&Granule) + Sync> DayRecorder for DryRun<F> {
+    async fn send_owed(&self, _: Deadline) -> Result<usize, RecordError> {
+        Ok(0)
+    }
+
     async fn start(&self, query: &DayQuery) -> Result<GranuleCount, RecordError> {
         Ok(GranuleCount {
             date: query.date,
@@ -323,6 +375,8 @@ pub struct DaySummary {
     pub examined: i64,
     /// Granules recorded and queued by this invocation.
     pub new_granules: i64,
+    /// Messages owed by earlier runs (or the push endpoint) sent before the day started.
+    pub owed_sent: i64,
     /// Granules on allowed tiles that were already recorded.
     pub known_granules: i64,
     /// Products on tiles HLS does not process.
@@ -344,6 +398,21 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     options: &FetchOptions,
     deadline: Deadline,
 ) -> Result<DaySummary, DayFetchError> {
+    if let Some(left) = deadline.remaining().filter(|_| !deadline.allows_request()) {
+        // Every invocation would stop at once: say so rather than loop.
+        return Err(DayFetchError::NoTime {
+            left,
+            margin: deadline.margin,
+        });
+    }
+    // What earlier runs owe goes first; a queue still down fails this run's first page too.
+    let owed_sent = match recorder.send_owed(deadline).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            tracing::error!(%error, "owed messages not sent; fetching the day anyway");
+            0
+        }
+    };
     let progress = recorder.start(query).await?;
     let start = FetchCursor {
         publication_date: query.window_start(),
@@ -361,6 +430,7 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         fetched_links: progress.fetched_links,
         examined: 0,
         new_granules: 0,
+        owed_sent: owed_sent as i64,
         known_granules: 0,
         skipped_tiles: 0,
         rejected: 0,
@@ -373,22 +443,22 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         cursor = %crate::catalogue::odata::odata_timestamp(cursor.publication_date),
         skip = cursor.skip,
         previously_completed = progress.completed,
+        owed_sent,
         "fetching day"
     );
-    if !deadline.allows_request() {
-        // Still make one request: a margin as long as the timeout must not stall the day.
-        tracing::warn!("the deadline margin leaves no time; fetching one page anyway");
-    }
 
     // `$count` is slow on CDSE, so it is asked once per invocation, on the first
     // request. That request starts at the cursor, so the count covers the products
     // not yet examined plus the `skip` examined at the cursor's instant; the ones
     // before the cursor are the day's `fetched_links` less that skip.
-    let first = page_request(cursor, options, deadline, true);
-    let (page, attempts) = fetch_page(catalogue, query, first, options, deadline).await;
+    let (fetched, attempts) = fetch_page(catalogue, query, cursor, true, options, deadline).await;
     summary.requests += attempts;
-    let mut in_hand = page.map_err(|source| DayFetchError::Catalogue { attempts, source })?;
-    if let Some(count) = in_hand.count {
+    let mut in_hand = match fetched {
+        Fetched::Page(page) => page,
+        Fetched::Stopped => return Ok(stopped(summary)),
+        Fetched::Failed(source) => return Err(DayFetchError::Catalogue { attempts, source }),
+    };
+    if let Some(count) = in_hand.page.count {
         let before_cursor = match progress.cursor {
             Some(_) => (progress.fetched_links - cursor.skip).max(0),
             None => 0,
@@ -400,14 +470,20 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     }
 
     loop {
+        if !deadline.allows_request() {
+            // The page arrived after the stop point: recording it could outlive the invocation.
+            return Ok(stopped(summary));
+        }
         summary.pages += 1;
-        let page = in_hand;
-        // Products published within the settle time of now sort last. They are
-        // recorded and queued now, but the cursor stops before them, so the next
-        // run reads them again (already recorded: nothing is queued twice) and
-        // also finds any product that became visible late with an earlier time.
-        let settled_before = Utc::now()
-            - chrono::Duration::from_std(options.settle_time).unwrap_or(chrono::Duration::MAX);
+        let TimedPage { page, requested_at } = in_hand;
+        // Products published within the settle time of the request sort last. They
+        // are recorded and queued now, but the cursor stops before them, so the next
+        // run reads them again (already recorded: nothing is queued twice) and also
+        // finds any product that became visible late with an earlier time.
+        let settled_before = chrono::Duration::from_std(options.settle_time)
+            .ok()
+            .and_then(|settle| requested_at.checked_sub_signed(settle))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let settled = page
             .products
             .iter()
@@ -441,22 +517,21 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
 
         // Pipelining: the next page is fetched while this one is recorded, so the
         // run takes about as long as the catalogue takes to answer.
-        let next = (!completed && deadline.allows_request())
-            .then(|| page_request(next_cursor, options, deadline, false));
         let record = async {
-            let new = recorder.record_page(&allowed).await?;
-            recorder
-                .save_progress(query, examined, next_cursor, completed)
-                .await?;
-            Ok::<_, RecordError>(new)
+            let recorded = recorder.record_page(&allowed).await;
+            // Unsent messages are owed and recorded: the page counts as examined.
+            if matches!(recorded, Ok(_) | Err(RecordError::Unsent { .. })) {
+                recorder
+                    .save_progress(query, examined, next_cursor, completed)
+                    .await?;
+            }
+            recorded
         };
         let fetch = async {
-            match next {
-                Some(request) => {
-                    Some(fetch_page(catalogue, query, request, options, deadline).await)
-                }
-                None => None,
+            if completed {
+                return None;
             }
+            Some(fetch_page(catalogue, query, next_cursor, false, options, deadline).await)
         };
         let (recorded, fetched) = tokio::join!(record, fetch);
         let new = recorded?;
@@ -476,21 +551,15 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         summary.known_granules += (allowed.len() - new.len()) as i64;
         cursor = next_cursor;
 
-        if completed {
+        let Some((fetched, attempts)) = fetched else {
             summary.completed = true;
             break;
-        }
+        };
+        summary.requests += attempts;
         match fetched {
-            None => {
-                tracing::info!("stopping before the deadline; the next invocation resumes here");
-                break;
-            }
-            Some((Ok(page), attempts)) => {
-                summary.requests += attempts;
-                in_hand = page;
-            }
-            Some((Err(source), attempts)) => {
-                summary.requests += attempts;
+            Fetched::Page(page) => in_hand = page,
+            Fetched::Stopped => return Ok(stopped(summary)),
+            Fetched::Failed(source) => {
                 tracing::warn!(summary = ?summary, "catalogue failed; progress so far is saved");
                 return Err(DayFetchError::Catalogue { attempts, source });
             }
@@ -500,51 +569,71 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     Ok(summary)
 }
 
-fn page_request(
-    cursor: FetchCursor,
-    options: &FetchOptions,
-    deadline: Deadline,
-    count: bool,
-) -> PageRequest {
-    PageRequest {
-        from: cursor.publication_date,
-        // Checked against the cap before the request is made.
-        skip: u32::try_from(cursor.skip).unwrap_or(u32::MAX),
-        top: options.page_size,
-        count,
-        timeout: deadline.attempt_timeout(options.request_timeout),
-    }
+fn stopped(summary: DaySummary) -> DaySummary {
+    tracing::info!(summary = ?summary, "stopping before the deadline; the next invocation resumes here");
+    summary
 }
 
-/// One page with the retry policy; returns the attempts made.
+/// A page, and when the request that brought it was sent.
+struct TimedPage {
+    page: CataloguePage,
+    requested_at: DateTime<Utc>,
+}
+
+enum Fetched {
+    Page(TimedPage),
+    /// The stop point came first: no attempt runs past it.
+    Stopped,
+    Failed(CatalogueError),
+}
+
+/// One page at `cursor` with the retry policy, each attempt bounded by the stop
+/// point; returns the attempts made.
 async fn fetch_page<C: Catalogue>(
     catalogue: &C,
     query: &DayQuery,
-    mut request: PageRequest,
+    cursor: FetchCursor,
+    count: bool,
     options: &FetchOptions,
     deadline: Deadline,
-) -> (Result<CataloguePage, CatalogueError>, u32) {
-    let mut attempt = 1;
+) -> (Fetched, u32) {
+    let mut attempt = 0;
     loop {
+        let Some(timeout) = deadline.attempt_timeout(options.request_timeout) else {
+            return (Fetched::Stopped, attempt);
+        };
+        let request = PageRequest {
+            from: cursor.publication_date,
+            // Checked against the cap before the request is made.
+            skip: u32::try_from(cursor.skip).unwrap_or(u32::MAX),
+            top: options.page_size,
+            count,
+            timeout,
+        };
+        attempt += 1;
+        let requested_at = Utc::now();
         let error = match catalogue.page(query, &request).await {
-            Ok(page) => return (Ok(page), attempt),
+            Ok(page) => return (Fetched::Page(TimedPage { page, requested_at }), attempt),
             Err(error) => error,
         };
         let CatalogueError::Transient { retry_after, .. } = &error else {
-            return (Err(error), attempt);
+            return (Fetched::Failed(error), attempt);
         };
+        if timeout < options.request_timeout && !deadline.allows_request() {
+            // The attempt was cut at the stop point.
+            tracing::info!(%error, "the catalogue had not answered by the stop point");
+            return (Fetched::Stopped, attempt);
+        }
         if attempt >= options.retry.max_attempts {
-            return (Err(error), attempt);
+            return (Fetched::Failed(error), attempt);
         }
         let delay = options.retry.delay(attempt, *retry_after);
         if deadline.time_left().is_some_and(|left| left <= delay) {
             tracing::warn!(%error, ?delay, "no time left before the deadline to retry");
-            return (Err(error), attempt);
+            return (Fetched::Failed(error), attempt);
         }
         tracing::warn!(%error, attempt, ?delay, "catalogue fault; retrying");
         tokio::time::sleep(delay).await;
-        request.timeout = deadline.attempt_timeout(options.request_timeout);
-        attempt += 1;
     }
 }
 
@@ -701,11 +790,17 @@ mod tests {
         );
         assert!(later.allows_request());
         assert!(later.time_left().unwrap() <= Duration::from_secs(60));
-        // An attempt never outlives the invocation.
-        assert!(soon.attempt_timeout(Duration::from_secs(120)) <= Duration::from_secs(30));
+        // No attempt runs past the stop point (the deadline less the margin).
+        assert_eq!(soon.attempt_timeout(Duration::from_secs(120)), None);
+        let timeout = later.attempt_timeout(Duration::from_secs(120)).unwrap();
+        assert!(timeout <= Duration::from_secs(60) && timeout > Duration::from_secs(59));
+        assert_eq!(
+            later.attempt_timeout(Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(
             Deadline::none().attempt_timeout(Duration::from_secs(120)),
-            Duration::from_secs(120)
+            Some(Duration::from_secs(120))
         );
         let past = Deadline::from_epoch_millis(0, Duration::ZERO);
         assert!(!past.allows_request());

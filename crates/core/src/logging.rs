@@ -1,33 +1,155 @@
 //! `tracing` set-up: JSON lines in Lambda (CloudWatch), readable text on a terminal.
 
+use tracing::Subscriber;
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Crates that log whole requests at `debug` or `trace`: the Lambda runtime logs
+/// each raw event (the push event carries its `Authorization` header), the HTTP
+/// and AWS SDK stacks log headers and signing input. Targets match by prefix, so
+/// `lambda_runtime` covers `lambda_runtime_api_client` and `hyper` `hyper_util`.
+const CAPPED_TARGETS: [&str; 6] = [
+    "lambda_runtime",
+    "lambda_http",
+    "hyper",
+    "h2",
+    "aws_smithy",
+    "aws_sigv4",
+];
 
 /// Logs go to stderr so that a command's stdout stays machine-readable.
-/// `RUST_LOG` sets the filter (default `info`).
+/// `RUST_LOG` sets the filter (default `info`), except that [`CAPPED_TARGETS`]
+/// never log below `info`.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if running_in_lambda() {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .without_time() // CloudWatch stamps each line
-            .with_ansi(false)
-            .try_init()
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init()
-    };
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let ansi = !running_in_lambda() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     // A second call (tests) keeps the first subscriber.
-    let _ = result;
+    let _ = subscriber(
+        rust_log.as_deref(),
+        running_in_lambda(),
+        ansi,
+        std::io::stderr,
+    )
+    .try_init();
+}
+
+/// `RUST_LOG`'s filter; unset, empty or unreadable means `info`.
+pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    rust_log
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// Keeps [`CAPPED_TARGETS`] at `info` or above and lets everything else through.
+/// A layer of its own rather than directives added to the [`EnvFilter`]: there
+/// a more specific `RUST_LOG` directive (`lambda_runtime::layers=trace`) would
+/// win over the cap.
+pub fn runtime_cap() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(CAPPED_TARGETS.map(|target| (target, LevelFilter::INFO)))
+}
+
+/// The subscriber [`init`] installs, writing to `writer`: JSON lines when `json`.
+pub fn subscriber<W>(
+    rust_log: Option<&str>,
+    json: bool,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter(rust_log))
+        .with_writer(writer);
+    if json {
+        Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .without_time() // CloudWatch stamps each line
+                .with_ansi(false)
+                .finish()
+                .with(runtime_cap()),
+        )
+    } else {
+        Box::new(builder.with_ansi(ansi).finish().with(runtime_cap()))
+    }
 }
 
 /// The Lambda runtime sets `AWS_LAMBDA_RUNTIME_API` for the function's process.
 pub fn running_in_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(rust_log: Option<&str>, json: bool) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = subscriber(rust_log, json, false, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "lambda_runtime", "Authorization: Basic secret");
+            tracing::debug!(target: "lambda_runtime::layers::trace", "Authorization: Basic secret2");
+            tracing::trace!(target: "lambda_runtime_api_client", "Authorization: Basic secret3");
+            tracing::trace!(target: "lambda_http", "Authorization: Basic secret4");
+            tracing::info!(target: "lambda_runtime", "runtime started");
+            tracing::trace!(target: "hls_core::store", "our own trace");
+            tracing::debug!(target: "link_fetcher", "our own debug");
+        });
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_runtime_never_logs_below_info_whatever_rust_log_says() {
+        for rust_log in [
+            "trace",
+            "lambda_runtime=trace,trace",
+            "lambda_runtime::layers=trace,lambda_runtime_api_client=trace,lambda_http=trace,trace",
+        ] {
+            for json in [false, true] {
+                let out = logged(Some(rust_log), json);
+                assert!(!out.contains("secret"), "{rust_log} (json {json}): {out}");
+                assert!(out.contains("runtime started"), "{rust_log}: {out}");
+                assert!(out.contains("our own trace"), "{rust_log}: {out}");
+                assert!(out.contains("our own debug"), "{rust_log}: {out}");
+            }
+        }
+    }
+
+    #[test]
+    fn rust_log_defaults_to_info() {
+        for rust_log in [None, Some(""), Some("not a [filter")] {
+            let out = logged(rust_log, false);
+            assert!(out.contains("runtime started"), "{rust_log:?}: {out}");
+            assert!(!out.contains("our own"), "{rust_log:?}: {out}");
+        }
+        let out = logged(Some("link_fetcher=debug"), false);
+        assert!(out.contains("our own debug") && !out.contains("our own trace"));
+    }
 }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use futures::{StreamExt, TryStreamExt, stream};
 
-use crate::granule::Granule;
+use crate::granule::DownloadMessage;
 
 /// SQS takes at most ten entries per `SendMessageBatch`.
 const SQS_BATCH_SIZE: usize = 10;
@@ -31,10 +30,28 @@ pub enum QueueError {
     Build(String),
 }
 
+/// At most this many messages go in one [`DownloadQueue::send_batch`] (SQS's limit).
+pub const MAX_BATCH: usize = SQS_BATCH_SIZE;
+
+/// A batch that was not wholly accepted: the positions SQS did accept, and why
+/// the others were not.
+#[derive(Debug)]
+pub struct BatchError {
+    pub accepted: Vec<usize>,
+    pub error: QueueError,
+}
+
 /// Where new granules are announced to the download service.
 pub trait DownloadQueue: Send + Sync {
-    /// Sends one message per granule; `Ok` only when every message was accepted.
-    fn send(&self, granules: &[Granule]) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Sends at most [`MAX_BATCH`] messages in one call (entries SQS rejects
+    /// are sent again a few times); `Ok` only when every message was accepted.
+    fn send_batch(
+        &self,
+        messages: &[DownloadMessage<'_>],
+    ) -> impl Future<Output = Result<(), BatchError>> + Send;
+
+    /// How many batches may be in flight at once.
+    fn concurrency(&self) -> usize;
 }
 
 /// The real queue: SQS `SendMessageBatch`, ten entries a call, a few calls at once.
@@ -62,17 +79,17 @@ impl SqsQueue {
         &self.queue_url
     }
 
-    async fn send_batch(&self, granules: &[Granule]) -> Result<(), QueueError> {
+    async fn send_entries(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
         // Entry ids only need to be unique within one call: use the position.
-        let mut pending: Vec<(String, String)> = granules
+        let mut pending: Vec<(usize, String)> = messages
             .iter()
             .enumerate()
-            .map(|(index, granule)| {
-                let body = serde_json::to_string(&granule.download_message())
-                    .expect("a message of strings serialises");
-                (index.to_string(), body)
+            .map(|(index, message)| {
+                let body = serde_json::to_string(message).expect("a message of strings serialises");
+                (index, body)
             })
             .collect();
+        let mut accepted = Vec::with_capacity(messages.len());
         let mut detail = String::new();
         for attempt in 0..ENTRY_ATTEMPTS {
             if attempt > 0 {
@@ -80,14 +97,18 @@ impl SqsQueue {
             }
             let entries = pending
                 .iter()
-                .map(|(id, body)| {
+                .map(|(index, body)| {
                     SendMessageBatchRequestEntry::builder()
-                        .id(id)
+                        .id(index.to_string())
                         .message_body(body)
                         .build()
                         .map_err(|e| QueueError::Build(e.to_string()))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| BatchError {
+                    accepted: accepted.clone(),
+                    error,
+                })?;
             let output = self
                 .client
                 .send_message_batch()
@@ -95,11 +116,22 @@ impl SqsQueue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| QueueError::Send {
-                    queue_url: self.queue_url.clone(),
-                    detail: DisplayErrorContext(e).to_string(),
+                .map_err(|e| BatchError {
+                    accepted: accepted.clone(),
+                    error: QueueError::Send {
+                        queue_url: self.queue_url.clone(),
+                        detail: DisplayErrorContext(e).to_string(),
+                    },
                 })?;
             let failed = output.failed();
+            let failed_ids: HashSet<usize> =
+                failed.iter().filter_map(|f| f.id().parse().ok()).collect();
+            accepted.extend(
+                pending
+                    .iter()
+                    .map(|(index, _)| *index)
+                    .filter(|index| !failed_ids.contains(index)),
+            );
             if failed.is_empty() {
                 return Ok(());
             }
@@ -115,27 +147,29 @@ impl SqsQueue {
                 }
             );
             tracing::warn!(failed = failed.len(), attempt, %detail, "SQS rejected some batch entries");
-            let failed_ids: HashSet<&str> = failed.iter().map(|f| f.id()).collect();
-            pending.retain(|(id, _)| failed_ids.contains(id.as_str()));
+            pending.retain(|(index, _)| failed_ids.contains(index));
         }
-        Err(QueueError::Rejected {
-            count: pending.len(),
-            attempts: ENTRY_ATTEMPTS,
-            detail,
+        Err(BatchError {
+            accepted,
+            error: QueueError::Rejected {
+                count: pending.len(),
+                attempts: ENTRY_ATTEMPTS,
+                detail,
+            },
         })
     }
 }
 
 impl DownloadQueue for SqsQueue {
-    async fn send(&self, granules: &[Granule]) -> Result<(), QueueError> {
-        // Built eagerly: a lazy `map` closure here trips the compiler's `Send` check.
-        let batches: Vec<_> = granules
-            .chunks(SQS_BATCH_SIZE)
-            .map(|batch| self.send_batch(batch))
-            .collect();
-        stream::iter(batches)
-            .buffer_unordered(self.concurrency)
-            .try_collect::<()>()
-            .await
+    async fn send_batch(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
+        debug_assert!(messages.len() <= SQS_BATCH_SIZE);
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.send_entries(messages).await
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency
     }
 }

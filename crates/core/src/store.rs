@@ -1,13 +1,12 @@
 //! The granule store on Postgres, with the schema the download service reads.
 
-use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgPool};
 
-use crate::granule::Granule;
-use crate::queue::{DownloadQueue, QueueError};
+use crate::granule::{DownloadMessage, Granule};
 
 /// The embedded schema migrations; `run` takes Postgres's advisory lock, so
 /// two processes starting at once apply them one after the other.
@@ -22,20 +21,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("queue: {0}")]
-    Queue(#[from] QueueError),
-}
-
-impl From<sqlx::Error> for RecordError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(e.into())
-    }
 }
 
 /// One day (and platform) of polling: a `granule_count` row.
@@ -74,52 +59,123 @@ impl GranuleStore {
         &self.pool
     }
 
+    /// Applies the migrations on a connection of its own, free of the pool's
+    /// request timeouts: a migration may wait for another migrator's lock or
+    /// rewrite a large table. The connection is closed afterwards.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        let mut connection = self.pool.acquire().await?.detach();
+        sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0")
+            .execute(&mut connection)
+            .await?;
+        MIGRATOR.run(&mut connection).await?;
+        connection.close().await?;
         Ok(())
     }
 
-    /// Records the granules not seen before and queues exactly those, as one unit:
-    /// the rows commit only after SQS accepted every message, so a failure leaves
-    /// nothing recorded and a retry records and queues them again. Returns the
-    /// granules that were new.
+    /// Inserts the granules not recorded before and, in the same statement, their
+    /// outbox rows: owed, found by `found_by`, held by the caller for `lease`.
+    /// Returns the ids that were new. `batch` must be sorted by id and unique (see
+    /// [`crate::record`]): every caller then locks rows in one order.
     ///
     /// Concurrent callers with overlapping batches are safe: a second insert of an
-    /// id waits on the first transaction and then skips the row if it committed.
-    pub async fn record_and_queue<Q: DownloadQueue>(
+    /// id waits on the first and then skips the row if it committed.
+    pub async fn record_new(
         &self,
-        granules: &[Granule],
-        queue: &Q,
-    ) -> Result<Vec<Granule>, RecordError> {
-        // Sorted ids give every transaction the same lock order (no deadlocks);
-        // duplicates inside one batch are recorded once.
-        let mut batch: Vec<&Granule> = granules.iter().collect();
-        batch.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        batch.dedup_by(|a, b| a.id == b.id);
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
+        batch: &[&Granule],
+        found_by: FoundBy,
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(record_new_granules(&self.pool, batch, found_by, lease).await?)
+    }
 
-        let mut tx = self.pool.begin().await?;
-        let inserted = insert_new_granules(&mut *tx, &batch).await?;
+    /// Claims up to `limit` owed messages that no live sender holds (oldest first),
+    /// holding them for `lease`. Rows another transaction is claiming are skipped,
+    /// so two senders at once never take the same row.
+    pub async fn claim_owed(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OwedMessage>, StoreError> {
+        Ok(sqlx::query_as(
+            "WITH claimed AS ( \
+                 UPDATE granule_outbox o SET lease_until = now() + $2 \
+                 FROM (SELECT granule_id FROM granule_outbox \
+                       WHERE sent_at IS NULL AND (lease_until IS NULL OR lease_until <= now()) \
+                       ORDER BY recorded_at LIMIT $1 FOR UPDATE SKIP LOCKED) c \
+                 WHERE o.granule_id = c.granule_id \
+                 RETURNING o.granule_id) \
+             SELECT g.id, g.filename, g.download_url, g.checksum \
+             FROM claimed JOIN granule g ON g.id = claimed.granule_id ORDER BY g.id",
+        )
+        .bind(limit)
+        .bind(interval(lease))
+        .fetch_all(&self.pool)
+        .await?)
+    }
 
-        let inserted: HashSet<String> = inserted.into_iter().collect();
-        let new: Vec<Granule> = batch
-            .into_iter()
-            .filter(|g| inserted.contains(&g.id))
-            .cloned()
-            .collect();
-        if !new.is_empty()
-            && let Err(error) = queue.send(&new).await
-        {
-            // Dropping the transaction would roll back too; say it explicitly.
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(%rollback, "rollback after queue failure failed");
-            }
-            return Err(error.into());
+    /// Where the message of one recorded granule stands; claims it (for `lease`)
+    /// when it is owed and no live sender holds it.
+    pub async fn claim_owed_one(&self, id: &str, lease: Duration) -> Result<OwedState, StoreError> {
+        let claimed: Option<OwedMessage> = sqlx::query_as(
+            "WITH claimed AS ( \
+                 UPDATE granule_outbox SET lease_until = now() + $2 \
+                 WHERE granule_id = $1 AND sent_at IS NULL \
+                   AND (lease_until IS NULL OR lease_until <= now()) \
+                 RETURNING granule_id) \
+             SELECT g.id, g.filename, g.download_url, g.checksum \
+             FROM claimed JOIN granule g ON g.id = claimed.granule_id",
+        )
+        .bind(id)
+        .bind(interval(lease))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(message) = claimed {
+            return Ok(OwedState::Claimed(message));
         }
-        tx.commit().await?;
-        Ok(new)
+        let owed: Option<bool> =
+            sqlx::query_scalar("SELECT sent_at IS NULL FROM granule_outbox WHERE granule_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match owed {
+            Some(true) => OwedState::HeldElsewhere,
+            // Sent, or recorded before the outbox existed (or by the Python system).
+            Some(false) | None => OwedState::NotOwed,
+        })
+    }
+
+    /// Marks the messages of `ids` sent (SQS accepted them).
+    pub async fn mark_sent(&self, ids: &[&str]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE granule_outbox SET sent_at = now(), lease_until = NULL \
+             WHERE granule_id = ANY($1) AND sent_at IS NULL",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives up the lease on owed messages that could not be sent, so that the next
+    /// sender takes them at once rather than when the lease runs out.
+    pub async fn release(&self, ids: &[&str]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE granule_outbox SET lease_until = NULL, failed_sends = failed_sends + 1 \
+             WHERE granule_id = ANY($1) AND sent_at IS NULL",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many messages are owed, held by a live sender or not.
+    pub async fn owed_count(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM granule_outbox WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// The `granule_count` row of a day and platform, created with zero counts if absent.
@@ -235,22 +291,79 @@ impl GranuleStore {
     }
 }
 
-/// One multi-row `INSERT … ON CONFLICT (id) DO NOTHING RETURNING id` of `batch`:
-/// returns the ids that were new. Sorted, unique ids keep concurrent callers
-/// locking in one order; [`GranuleStore::record_and_queue`] prepares them so.
-pub async fn insert_new_granules<'e, E: sqlx::PgExecutor<'e>>(
+/// Which path recorded a granule first (`granule_outbox.found_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FoundBy {
+    Poll,
+    Push,
+    Audit,
+}
+
+impl FoundBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Push => "push",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+/// An owed message as the outbox and the granule row hold it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OwedMessage {
+    pub id: String,
+    pub filename: String,
+    pub download_url: String,
+    /// `''` when CDSE gave none (the Python system's convention).
+    pub checksum: String,
+}
+
+impl OwedMessage {
+    pub fn download_message(&self) -> DownloadMessage<'_> {
+        DownloadMessage {
+            id: &self.id,
+            filename: &self.filename,
+            download_url: &self.download_url,
+            checksum: Some(self.checksum.as_str()).filter(|c| !c.is_empty()),
+        }
+    }
+}
+
+/// The message of one recorded granule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwedState {
+    /// Owed, and now held by the caller.
+    Claimed(OwedMessage),
+    /// Owed, and held by a live sender.
+    HeldElsewhere,
+    /// Sent already, or never owed (recorded before the outbox existed).
+    NotOwed,
+}
+
+/// One statement: a multi-row `INSERT … ON CONFLICT (id) DO NOTHING` of `batch`
+/// into `granule`, and of the rows that were new into `granule_outbox` (owed,
+/// leased to the caller). One statement is one transaction: a granule row never
+/// commits without its outbox row. Returns the new ids.
+pub async fn record_new_granules<'e, E: sqlx::PgExecutor<'e>>(
     executor: E,
     batch: &[&Granule],
+    found_by: FoundBy,
+    lease: Duration,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO granule (id, filename, tileid, size, beginposition, endposition, \
-                              ingestiondate, download_url, checksum) \
-         SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], \
-                              $5::timestamp[], $6::timestamp[], $7::timestamp[], \
-                              $8::varchar[], $9::varchar[]) \
-         ORDER BY 1 \
-         ON CONFLICT (id) DO NOTHING \
-         RETURNING id",
+        "WITH new AS ( \
+             INSERT INTO granule (id, filename, tileid, size, beginposition, endposition, \
+                                  ingestiondate, download_url, checksum) \
+             SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], \
+                                  $5::timestamp[], $6::timestamp[], $7::timestamp[], \
+                                  $8::varchar[], $9::varchar[]) \
+             ORDER BY 1 \
+             ON CONFLICT (id) DO NOTHING \
+             RETURNING id) \
+         INSERT INTO granule_outbox (granule_id, found_by, lease_until) \
+         SELECT id, $10, now() + $11 FROM new \
+         RETURNING granule_id",
     )
     .bind(batch.iter().map(|g| g.id.as_str()).collect::<Vec<_>>())
     .bind(
@@ -291,8 +404,19 @@ pub async fn insert_new_granules<'e, E: sqlx::PgExecutor<'e>>(
             .map(|g| g.checksum.as_deref().unwrap_or(""))
             .collect::<Vec<_>>(),
     )
+    .bind(found_by.as_str())
+    .bind(interval(lease))
     .fetch_all(executor)
     .await
+}
+
+/// A lease as a Postgres `interval`.
+fn interval(lease: Duration) -> sqlx::postgres::types::PgInterval {
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(lease.as_micros()).unwrap_or(i64::MAX),
+    }
 }
 
 /// Timestamps are stored as UTC in `timestamp` (without time zone) columns.

@@ -255,21 +255,39 @@ impl TokenCache {
 
     fn write(&self, entries: &Value) -> std::io::Result<()> {
         use std::io::Write;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        // Written beside and renamed: a reader never sees half a file.
-        let temporary = self
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => {
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(dir)?;
+                dir
+            }
+            None => std::path::Path::new("."),
+        };
+        let name = self
             .path
-            .with_extension(format!("tmp{}", std::process::id()));
+            .file_name()
+            .map_or_else(|| "tokens".into(), |n| n.to_string_lossy());
+        // Written beside and renamed, so a reader never sees half a file. The
+        // name is unguessable and created exclusively (`O_EXCL`): a file or
+        // symlink planted in a shared cache directory is never written through.
+        let temporary = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&temporary)?;
-        file.write_all(serde_json::to_string_pretty(entries)?.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &self.path)
+        let written = (|| {
+            file.write_all(serde_json::to_string_pretty(entries)?.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &self.path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written
     }
 }
 
@@ -872,6 +890,34 @@ mod tests {
         assert!(cache.load("k").is_none());
         cache.store("k", &fresh);
         assert_eq!(cache.load("k").unwrap().access_token(), "a");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let nested = dir.join("nested");
+            for created in [&dir, &nested] {
+                let mode = std::fs::metadata(created).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o700, "{}", created.display());
+            }
+            // A symlink planted at the temporary name an older version used
+            // (predictable from the pid) is neither followed nor replaced.
+            let victim = dir.join("victim");
+            std::fs::write(&victim, b"untouched").unwrap();
+            let planted = cache
+                .path()
+                .with_extension(format!("tmp{}", std::process::id()));
+            std::os::unix::fs::symlink(&victim, &planted).unwrap();
+            cache.store("k2", &fresh);
+            assert_eq!(cache.load("k2").unwrap().access_token(), "a");
+            assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+            assert!(planted.symlink_metadata().unwrap().is_symlink());
+            std::fs::remove_file(&planted).unwrap();
+        }
+        let mut left: Vec<_> = std::fs::read_dir(dir.join("nested"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["tokens.json"], "no temporary file is left behind");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -8,7 +8,9 @@ use hls_core::config::{self, DatabaseSource, PoolSettings, optional};
 use hls_core::day_fetch::{
     DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, StoreRecorder, fetch_day,
 };
-use hls_core::{Granule, GranuleStore, SqsQueue, StoreError, TileSet, catalogue::DayQuery};
+use hls_core::{
+    Granule, GranuleStore, Handoff, SqsQueue, StoreError, TileSet, catalogue::DayQuery,
+};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 
@@ -254,13 +256,14 @@ impl Search {
 #[derive(Debug, Clone)]
 pub struct Dependencies {
     pub search: Search,
-    pub store: GranuleStore,
-    pub queue: SqsQueue,
+    /// Postgres and the `To Download` queue, tied by the outbox.
+    pub handoff: Handoff<SqsQueue>,
 }
 
 impl Dependencies {
-    /// Also `TO_DOWNLOAD_SQS_QUEUE_URL`, `SQS_SEND_CONCURRENCY` (default 8) and the
-    /// database settings of [`store_from_env`].
+    /// Also `TO_DOWNLOAD_SQS_QUEUE_URL`, `SQS_SEND_CONCURRENCY` (default 8),
+    /// `OUTBOX_LEASE_SECONDS` (default 120) and the database settings of
+    /// [`store_from_env`].
     pub async fn from_env() -> anyhow::Result<Self> {
         let search = Search::from_env()?;
         let aws = config::aws_config().await?;
@@ -272,9 +275,12 @@ impl Dependencies {
         let store = store_from_env(&aws).await?;
         Ok(Self {
             search,
-            store,
-            queue,
+            handoff: Handoff::new(store, queue, hls_core::record::lease_from_env()?),
         })
+    }
+
+    pub fn store(&self) -> &GranuleStore {
+        self.handoff.store()
     }
 
     /// Fetches one day (of one platform, or of all) until complete or the deadline.
@@ -285,8 +291,7 @@ impl Dependencies {
         deadline: Deadline,
     ) -> Result<DaySummary, DayFetchError> {
         let recorder = StoreRecorder {
-            store: &self.store,
-            queue: &self.queue,
+            handoff: &self.handoff,
         };
         let query = self.search.query(date, platform);
         let search = &self.search;
@@ -335,6 +340,10 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
                 source: DayFetchError::Catalogue { .. } | DayFetchError::SkipCap { .. },
                 ..
             } => "CatalogueError",
+            HandlerError::Fetch {
+                source: DayFetchError::NoTime { .. },
+                ..
+            } => "ConfigurationError",
             HandlerError::Fetch { .. } => "RecordError",
             HandlerError::Migrate(_) => "SchemaError",
         };
@@ -376,7 +385,7 @@ pub async fn handle(event: LambdaEvent<Value>, deps: &Dependencies) -> Result<Va
         Event::CustomResource { request_type } => {
             match request_type {
                 RequestType::Create | RequestType::Update => {
-                    deps.store.migrate().await?;
+                    deps.store().migrate().await?;
                     tracing::info!(?request_type, "schema migrations applied");
                 }
                 RequestType::Delete => {

@@ -201,6 +201,21 @@ async fn errors_exit_non_zero_and_say_what_is_wrong() {
         ),
         (
             vec!["fetch", "--date", "2024-04-01", "--dry-run"],
+            vec![("CATALOGUE_TIMEOUT_SECONDS", "0")],
+            "CATALOGUE_TIMEOUT_SECONDS is malformed: 0",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01", "--dry-run"],
+            vec![("CATALOGUE_SETTLE_SECONDS", "18446744073709551615")],
+            "CATALOGUE_SETTLE_SECONDS is malformed: 18446744073709551615 is more than a day",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01", "--dry-run"],
+            vec![("CATALOGUE_SETTLE_SECONDS", "86401")],
+            "CATALOGUE_SETTLE_SECONDS is malformed: 86401",
+        ),
+        (
+            vec!["fetch", "--date", "2024-04-01", "--dry-run"],
             vec![("SEARCH_URL", "ftp://x")],
             "SEARCH_URL \"ftp://x\" is not http(s)",
         ),

@@ -4,7 +4,8 @@
 //! server, so the code tested locally is the code deployed. `POST /events`:
 //! Basic auth first, then the body (at most 1 MiB), then the decision:
 //! only `created` products that are recent and on an allowed tile are recorded
-//! and queued, exactly once, through the core store and queue.
+//! and queued once, through the core hand-off (`hls_core::record`): the row
+//! commits before its message is sent, and a redelivery sends a message still owed.
 
 pub mod manage;
 
@@ -22,7 +23,9 @@ use chrono::Utc;
 pub use hls_core::Password;
 use hls_core::config::{self, ConfigError, DatabaseSource, PoolSettings};
 use hls_core::notification::{NotificationError, ProductNotification, SubscriptionEvent};
-use hls_core::{DownloadQueue, GranuleStore, RecordError, SqsQueue, TileSet};
+use hls_core::{
+    DownloadQueue, FoundBy, GranuleStore, Handoff, RecordError, Redelivery, SqsQueue, TileSet,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -32,6 +35,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const REALM: &str = "Basic realm=\"hls-s2-downloader\", charset=\"UTF-8\"";
 /// Lambda runs many environments at once, each with its own pool.
 const DEFAULT_POOL_CONNECTIONS: u32 = 2;
+/// How long a redelivery waits for another request that holds the granule's
+/// owed message to send it, before answering 503 so that CDSE tries again.
+pub const REDELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The Basic credentials CDSE presents. Only digests are kept, so that the
 /// comparison runs in constant time whatever the lengths presented.
@@ -197,8 +203,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(Vec<u8>, Vec<u8>)> {
 /// Everything a request needs, built once per execution environment.
 pub struct Subscription<Q> {
     pub credentials: Credentials,
-    pub store: GranuleStore,
-    pub queue: Q,
+    /// Postgres and the `To Download` queue, tied by the outbox.
+    pub handoff: Handoff<Q>,
     pub tiles: TileSet,
     /// Products acquired longer ago than this are reprocessing, not news.
     pub max_acquisition_age: chrono::Duration,
@@ -218,10 +224,10 @@ impl Subscription<SqsQueue> {
         let options = DatabaseSource::from_env()?.connect_options(&aws).await?;
         let pool = PoolSettings::from_env(DEFAULT_POOL_CONNECTIONS)?.connect_lazy(options);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url, 1);
+        let lease = hls_core::record::lease_from_env()?;
         Ok(Self {
             credentials,
-            store: GranuleStore::new(pool),
-            queue,
+            handoff: Handoff::new(GranuleStore::new(pool), queue, lease),
             tiles,
             max_acquisition_age,
         })
@@ -232,7 +238,11 @@ impl Subscription<SqsQueue> {
 #[derive(Debug)]
 pub enum Outcome {
     Queued,
+    /// Recorded earlier and its message was owed: sent now.
+    OwedSent,
     AlreadyKnown,
+    /// Recorded, and another request holds its owed message: CDSE should retry.
+    Pending,
     Ignored(SubscriptionEvent),
     TooOld,
     TileNotAllowed,
@@ -273,21 +283,41 @@ impl<Q: DownloadQueue> Subscription<Q> {
             tracing::info!(product_id, tile_id = %granule.tile_id, reason = "tile not allowed", "ignored");
             return Outcome::TileNotAllowed;
         }
-        match self
-            .store
-            .record_and_queue(std::slice::from_ref(&granule), &self.queue)
-            .await
-        {
-            Ok(new) if new.is_empty() => {
+        let recorded = self
+            .handoff
+            .record_and_queue(std::slice::from_ref(&granule), FoundBy::Push)
+            .await;
+        let redelivered = match recorded {
+            Ok(new) if !new.is_empty() => {
+                tracing::info!(product_id, tile_id = %granule.tile_id, reason = "new product", "queued");
+                return Outcome::Queued;
+            }
+            Ok(_) => self.handoff.redeliver(product_id, REDELIVERY_WAIT).await,
+            Err(error) => Err(error),
+        };
+        match redelivered {
+            Ok(Redelivery::AlreadySent) => {
                 tracing::info!(product_id, reason = "already recorded", "duplicate");
                 Outcome::AlreadyKnown
             }
-            Ok(_) => {
-                tracing::info!(product_id, tile_id = %granule.tile_id, reason = "new product", "queued");
-                Outcome::Queued
+            Ok(Redelivery::SentNow) => {
+                tracing::info!(
+                    product_id,
+                    reason = "recorded earlier, message was owed",
+                    "queued"
+                );
+                Outcome::OwedSent
+            }
+            Ok(Redelivery::StillHeld) => {
+                tracing::warn!(
+                    product_id,
+                    reason = "another request holds its owed message",
+                    "pending, CDSE will retry"
+                );
+                Outcome::Pending
             }
             Err(error) => {
-                tracing::error!(product_id, reason = %error, "not recorded, CDSE will retry");
+                tracing::error!(product_id, reason = %error, "not queued, CDSE will retry");
                 Outcome::Unavailable(error)
             }
         }
@@ -298,6 +328,7 @@ impl IntoResponse for Outcome {
     fn into_response(self) -> Response {
         match self {
             Self::Queued
+            | Self::OwedSent
             | Self::AlreadyKnown
             | Self::Ignored(_)
             | Self::TooOld
@@ -307,6 +338,10 @@ impl IntoResponse for Outcome {
             Self::Unavailable(_) => error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database or queue unavailable, retry later",
+            ),
+            Self::Pending => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this product's message is being sent by another request, retry later",
             ),
         }
     }

@@ -1,0 +1,239 @@
+//! The hand-off to the download service: record each new granule, then queue its
+//! message, in that order and durably (a transactional outbox).
+//!
+//! The download Lambda is triggered by SQS within milliseconds and looks the
+//! granule's row up first; a message whose row is not committed yet is dropped
+//! for good. So:
+//!
+//! 1. one statement inserts the new granule rows and, for each, an outbox row
+//!    saying its message is owed, leased to this sender (`granule_outbox`);
+//! 2. only then are the messages sent, ten to a `SendMessageBatch`;
+//! 3. each batch SQS accepted is marked sent; a batch that failed is released
+//!    at once, so the next sender takes it.
+//!
+//! Whatever is owed and held by no live sender (a crash, a timeout, an SQS
+//! outage) is sent by whoever comes next: [`Handoff::send_owed`] at the start of
+//! every fetch, [`Handoff::redeliver`] when CDSE posts the notification again.
+//! Claims use `FOR UPDATE SKIP LOCKED` and a lease, so two senders never take the
+//! same owed row while its lease runs. The one source of duplicates: a crash or
+//! timeout between SQS accepting a batch and its "sent" mark repeats that batch
+//! (at most the batches in flight, [`DownloadQueue::concurrency`] of ten).
+//!
+//! Uses the store and the queue; neither knows the other.
+
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, optional};
+use crate::granule::{DownloadMessage, Granule};
+use crate::queue::{DownloadQueue, MAX_BATCH, QueueError};
+use crate::store::{FoundBy, GranuleStore, OwedState, StoreError};
+
+/// How long a sender holds the owed messages it claimed (`OUTBOX_LEASE_SECONDS`):
+/// longer than any send of one claim takes, so that no one else sends them meanwhile.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+/// Owed messages claimed at once by [`Handoff::send_owed`].
+const OWED_CLAIM: i64 = 500;
+/// How often a redelivery looks again at a message another sender holds.
+const REDELIVERY_POLL: Duration = Duration::from_millis(50);
+
+/// `OUTBOX_LEASE_SECONDS` (default [`DEFAULT_LEASE`], at least 1).
+pub fn lease_from_env() -> Result<Duration, ConfigError> {
+    let seconds: u64 = optional("OUTBOX_LEASE_SECONDS", DEFAULT_LEASE.as_secs())?;
+    if seconds == 0 {
+        return Err(ConfigError::Malformed {
+            name: "OUTBOX_LEASE_SECONDS",
+            reason: "0: a sender must hold what it claimed while it sends".into(),
+        });
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{unsent} of {messages} message(s) not sent, first: {source}; they are recorded and \
+         owed, and the next fetch (or CDSE's redelivery) sends them"
+    )]
+    Unsent {
+        messages: usize,
+        unsent: usize,
+        #[source]
+        source: QueueError,
+    },
+}
+
+/// What became of the owed message of a granule CDSE notified again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// It had been sent (or was never owed).
+    AlreadySent,
+    /// It was owed, and this call sent it.
+    SentNow,
+    /// It is owed and another sender still holds it after the wait.
+    StillHeld,
+}
+
+/// The record-and-queue unit: the store and the queue, tied in the one order
+/// that cannot lose a granule.
+#[derive(Debug, Clone)]
+pub struct Handoff<Q> {
+    store: GranuleStore,
+    queue: Q,
+    lease: Duration,
+}
+
+impl<Q: DownloadQueue> Handoff<Q> {
+    pub fn new(store: GranuleStore, queue: Q, lease: Duration) -> Self {
+        Self {
+            store,
+            queue,
+            lease,
+        }
+    }
+
+    pub fn store(&self) -> &GranuleStore {
+        &self.store
+    }
+
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    /// Records the granules not recorded before, then queues exactly those.
+    /// Returns the new ones. On a queue fault the rows stay recorded, their
+    /// messages owed: the error says how many, and a later sender sends them.
+    pub async fn record_and_queue(
+        &self,
+        granules: &[Granule],
+        found_by: FoundBy,
+    ) -> Result<Vec<Granule>, RecordError> {
+        // Sorted ids give every statement the same lock order (no deadlocks);
+        // duplicates inside one batch are recorded once.
+        let mut batch: Vec<&Granule> = granules.iter().collect();
+        batch.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        batch.dedup_by(|a, b| a.id == b.id);
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inserted = self.store.record_new(&batch, found_by, self.lease).await?;
+        // RETURNING keeps no order; both lists are sorted by id.
+        let mut inserted: Vec<String> = inserted;
+        inserted.sort_unstable();
+        let new: Vec<Granule> = batch
+            .into_iter()
+            .filter(|g| inserted.binary_search(&g.id).is_ok())
+            .cloned()
+            .collect();
+        let messages: Vec<DownloadMessage<'_>> =
+            new.iter().map(Granule::download_message).collect();
+        self.send(&messages).await?;
+        Ok(new)
+    }
+
+    /// Sends every owed message no live sender holds, oldest first, until none
+    /// is left or `until` has passed. Returns how many were sent.
+    pub async fn send_owed(&self, until: Option<Instant>) -> Result<usize, RecordError> {
+        let mut sent = 0;
+        while until.is_none_or(|until| Instant::now() < until) {
+            let owed = self.store.claim_owed(OWED_CLAIM, self.lease).await?;
+            if owed.is_empty() {
+                break;
+            }
+            tracing::info!(owed = owed.len(), "sending owed messages");
+            let messages: Vec<DownloadMessage<'_>> =
+                owed.iter().map(|m| m.download_message()).collect();
+            self.send(&messages).await?;
+            sent += owed.len();
+        }
+        Ok(sent)
+    }
+
+    /// For a granule already recorded: sends its message if it is still owed.
+    /// When another sender holds it, waits up to `wait` for that sender to
+    /// finish (or to give it up, and then sends it here).
+    pub async fn redeliver(&self, id: &str, wait: Duration) -> Result<Redelivery, RecordError> {
+        let give_up = Instant::now() + wait;
+        loop {
+            match self.store.claim_owed_one(id, self.lease).await? {
+                OwedState::NotOwed => return Ok(Redelivery::AlreadySent),
+                OwedState::Claimed(message) => {
+                    self.send(&[message.download_message()]).await?;
+                    return Ok(Redelivery::SentNow);
+                }
+                OwedState::HeldElsewhere if Instant::now() >= give_up => {
+                    return Ok(Redelivery::StillHeld);
+                }
+                OwedState::HeldElsewhere => tokio::time::sleep(REDELIVERY_POLL).await,
+            }
+        }
+    }
+
+    /// Sends messages this caller holds, a few batches at once, and marks each
+    /// batch as soon as SQS accepted it. Every batch runs to its end (none is
+    /// abandoned half-sent); the first failure is returned after all.
+    async fn send(&self, messages: &[DownloadMessage<'_>]) -> Result<(), RecordError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // Built eagerly: a lazy `map` closure here trips the compiler's `Send` check.
+        let batches: Vec<_> = messages
+            .chunks(MAX_BATCH)
+            .map(|batch| self.send_batch(batch))
+            .collect();
+        let outcomes: Vec<Result<(), (usize, QueueError)>> = stream::iter(batches)
+            .buffer_unordered(self.queue.concurrency().max(1))
+            .collect()
+            .await;
+        let mut unsent = 0;
+        let mut first = None;
+        for (count, error) in outcomes.into_iter().filter_map(Result::err) {
+            unsent += count;
+            first.get_or_insert(error);
+        }
+        match first {
+            None => Ok(()),
+            Some(source) => Err(RecordError::Unsent {
+                messages: messages.len(),
+                unsent,
+                source,
+            }),
+        }
+    }
+
+    /// One batch: send, then mark what SQS accepted and release the rest.
+    /// Returns how many were not sent, and why.
+    async fn send_batch(&self, batch: &[DownloadMessage<'_>]) -> Result<(), (usize, QueueError)> {
+        let (accepted, failure) = match self.queue.send_batch(batch).await {
+            Ok(()) => (batch.iter().map(|m| m.id).collect::<Vec<_>>(), None),
+            Err(error) => (
+                error.accepted.iter().map(|&i| batch[i].id).collect(),
+                Some(error.error),
+            ),
+        };
+        if !accepted.is_empty()
+            && let Err(error) = self.store.mark_sent(&accepted).await
+        {
+            // Sent but not marked: sent again once the lease runs out.
+            tracing::warn!(%error, messages = accepted.len(), "sent, but the sent mark failed; they will be sent again");
+        }
+        let Some(error) = failure else {
+            return Ok(());
+        };
+        let unsent: Vec<&str> = batch
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| !accepted.contains(id))
+            .collect();
+        if let Err(release) = self.store.release(&unsent).await {
+            // The lease runs out instead.
+            tracing::warn!(error = %release, "could not release unsent messages");
+        }
+        tracing::warn!(%error, unsent = unsent.len(), "messages not sent; they stay owed");
+        Err((unsent.len(), error))
+    }
+}
