@@ -13,7 +13,7 @@ help:
 	@echo "make build          both functions for Lambda with cargo-lambda (ARCH=arm64|x86_64)"
 	@echo "make synth          offline cdk synth (STAGE=dev)"
 	@echo "make deploy         build and cdk deploy (STAGE=...)"
-	@echo "make infra-test     CDK unit tests, offline synth and cfn-lint"
+	@echo "make infra-test     CDK unit tests, offline synth, cfn-lint, scripts/backfill.sh tests"
 
 install: install-lambda infra-install
 	python3 -m pip install --quiet 'moto[server]' cfn-lint

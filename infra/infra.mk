@@ -7,7 +7,8 @@
 #   make synth   [STAGE=dev]   offline cdk synth (no AWS credentials needed)
 #   make deploy  [STAGE=dev]   build, then cdk deploy (needs AWS credentials)
 #   make infra-install         npm ci in infra/
-#   make infra-test            offline: tsc, jest, cdk synth against stand-in assets, cfn-lint
+#   make infra-test            offline: tsc, jest, cdk synth against stand-in assets, cfn-lint,
+#                              and scripts/backfill.sh against a stand-in aws CLI
 #
 # Variables: STAGE (dev), ARCH (arm64 | x86_64), CDK_CONTEXT (extra "-c key=value"
 # flags, e.g. the DB secret ARN and VPC ids), CDK_DEPLOY_FLAGS (e.g.
@@ -90,6 +91,7 @@ infra-test: $(INFRA_NODE_MODULES)
 	rm -rf $(INFRA_TEST_OUT) && mkdir -p $(INFRA_TEST_OUT)
 	cd $(INFRA_DIR) && $(INFRA_BIN)/tsc --noEmit -p .
 	cd $(INFRA_DIR) && $(INFRA_BIN)/jest --ci --json --outputFile=$(INFRA_TEST_OUT)/jest.json
+	$(PYTHON) $(INFRA_REPO_ROOT)/scripts/backfill_test.py
 	cd $(INFRA_DIR) && $(INFRA_OFFLINE) $(INFRA_CDK) synth --quiet -o $(INFRA_TEST_OUT)/fresh $(INFRA_TEST_CONTEXT)
 	cd $(INFRA_DIR) && $(INFRA_OFFLINE) $(INFRA_CDK) synth --quiet -o $(INFRA_TEST_OUT)/drop-in \
 		$(INFRA_TEST_CONTEXT) $(INFRA_TEST_DROP_IN_CONTEXT)

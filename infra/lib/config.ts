@@ -44,6 +44,15 @@ export interface LinkFetcherConfig {
   /** Attempts after the first for task failures of one link-fetcher invocation. */
   readonly fetchMaxRetries: number;
 
+  /** The daily completeness audit (an EventBridge rule invoking link-fetcher; on/off with `scheduleEnabled`). */
+  readonly auditScheduleExpression: string;
+  /** UTC days audited, ending yesterday. */
+  readonly auditDays: number;
+  /** The hourly flush of owed `To Download` messages (`{"send_owed": true}`). */
+  readonly sendOwedScheduleExpression: string;
+  /** CloudWatch namespace of link-fetcher's Embedded Metric Format metrics (`METRICS_NAMESPACE`). */
+  readonly metricsNamespace: string;
+
   readonly searchUrl: string;
   readonly maxAcquisitionAgeDays: number;
   readonly deadlineMarginSeconds: number;
@@ -64,6 +73,10 @@ export const DEFAULTS = {
   scheduleEnabled: true,
   // Once a day at 12:00 UTC, like the Python link fetcher's daily run.
   scheduleExpression: 'cron(0 12 * * ? *)',
+  // Six hours after the daily fetch, so the audit sees what that run recorded.
+  auditScheduleExpression: 'cron(0 18 * * ? *)',
+  auditDays: 3,
+  sendOwedScheduleExpression: 'rate(1 hour)',
   days: 5,
   platforms: ['S2A', 'S2B', 'S2C'],
   mapMaxConcurrency: 3,
@@ -132,6 +145,16 @@ function list(node: Node, key: string): string[] | undefined {
   return cleaned.length > 0 ? cleaned : undefined;
 }
 
+/** An EventBridge schedule expression. */
+function schedule(node: Node, key: string, fallback: string): string {
+  return matching(key, str(node, key), /^(cron|rate)\(.+\)$/, 'cron(...) or rate(...)') ?? fallback;
+}
+
+/** The default metrics namespace of a stage. */
+export function defaultMetricsNamespace(stage: string): string {
+  return `HLS/S2LinkFetcher/${stage}`;
+}
+
 function matching(key: string, value: string | undefined, pattern: RegExp, what: string): string | undefined {
   if (value !== undefined && !pattern.test(value)) throw new ConfigError(key, `expected ${what}, got "${value}"`);
   return value;
@@ -181,8 +204,13 @@ export function configFromContext(node: Node): LinkFetcherConfig {
     throw new ConfigError('logRetentionDays', `expected one of ${LOG_RETENTION_DAYS.join(', ')}`);
   }
 
-  const scheduleExpression = matching('scheduleExpression', str(node, 'scheduleExpression'),
-    /^(cron|rate)\(.+\)$/, 'cron(...) or rate(...)') ?? DEFAULTS.scheduleExpression;
+  const scheduleExpression = schedule(node, 'scheduleExpression', DEFAULTS.scheduleExpression);
+
+  // CloudWatch: up to 255 of these characters, not all spaces, and "AWS/" is reserved.
+  const metricsNamespace = matching('metricsNamespace', str(node, 'metricsNamespace'),
+    /^(?!AWS\/)[A-Za-z0-9._\/#:-][A-Za-z0-9._\/#: -]{0,254}$/,
+    'a CloudWatch namespace (up to 255 of A-Z a-z 0-9 . _ / # : - and space, not starting with AWS/)')
+    ?? defaultMetricsNamespace(stage);
 
   return {
     stage,
@@ -198,6 +226,11 @@ export function configFromContext(node: Node): LinkFetcherConfig {
     platforms,
     mapMaxConcurrency: int(node, 'mapMaxConcurrency', DEFAULTS.mapMaxConcurrency, 1, 40),
     fetchMaxRetries: int(node, 'fetchMaxRetries', DEFAULTS.fetchMaxRetries, 0, 10),
+    auditScheduleExpression: schedule(node, 'auditScheduleExpression', DEFAULTS.auditScheduleExpression),
+    // One invocation (at most 15 minutes) audits every (day, platform) of the window.
+    auditDays: int(node, 'auditDays', DEFAULTS.auditDays, 1, 14),
+    sendOwedScheduleExpression: schedule(node, 'sendOwedScheduleExpression', DEFAULTS.sendOwedScheduleExpression),
+    metricsNamespace,
     searchUrl: matching('searchUrl', str(node, 'searchUrl'), /^https?:\/\/\S+$/, 'an http(s) URL') ?? DEFAULTS.searchUrl,
     maxAcquisitionAgeDays: int(node, 'maxAcquisitionAgeDays', DEFAULTS.maxAcquisitionAgeDays, 1, 3650),
     deadlineMarginSeconds: int(node, 'deadlineMarginSeconds', DEFAULTS.deadlineMarginSeconds, 10, 600),

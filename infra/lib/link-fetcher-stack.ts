@@ -51,6 +51,20 @@ export function datePlatformPairsRequest(days: number, platforms: string[]) {
   return { date_platform_pairs: { days, platforms } };
 }
 
+/**
+ * The event of the daily completeness audit: the `days` UTC days before today,
+ * each platform, re-queueing what the catalogue has and we did not record and queue.
+ */
+export function auditRequest(days: number, platforms: string[]) {
+  return { audit: { days, platforms, requeue: true } };
+}
+
+/** The event of the hourly flush: send the `To Download` messages still owed. */
+export const SEND_OWED_REQUEST = { send_owed: true } as const;
+
+/** The `service` dimension link-fetcher publishes every metric under (besides platform and path). */
+export const METRICS_SERVICE = LINK_FETCHER;
+
 /** Errors of the Lambda service itself (not of our code): always worth retrying. */
 const LAMBDA_SERVICE_ERRORS = [
   'Lambda.ServiceException',
@@ -180,6 +194,8 @@ export class LinkFetcherStack extends Stack {
         ...commonEnvironment,
         SEARCH_URL: cfg.searchUrl,
         DEADLINE_MARGIN_SECONDS: String(cfg.deadlineMarginSeconds),
+        // Embedded Metric Format lines in its log: no API call, no extra permission.
+        METRICS_NAMESPACE: cfg.metricsNamespace,
       },
       logGroup: new logs.LogGroup(this, 'LinkFetcherLogs', { retention: logRetention }),
       ...network,
@@ -292,6 +308,18 @@ export class LinkFetcherStack extends Stack {
       payloadResponseOnly: true,
       retryOnServiceExceptions: false,
     }));
+    // Backfills (scripts/backfill.sh): an execution started with
+    // {"date_platform_pairs": {"days": N, "end": "YYYY-MM-DD", "platforms": [...]}}
+    // asks link-fetcher for exactly those pairs instead of the configured window.
+    const getBackfillDatePlatformPairs = retryLinkFetcher(new tasks.LambdaInvoke(this, 'GetBackfillDatePlatformPairs', {
+      lambdaFunction: this.linkFetcher,
+      payload: sfn.TaskInput.fromObject({ date_platform_pairs: sfn.JsonPath.objectAt('$.date_platform_pairs') }),
+      payloadResponseOnly: true,
+      retryOnServiceExceptions: false,
+    }));
+    const backfill = new sfn.Choice(this, 'Backfill?')
+      .when(sfn.Condition.isPresent('$.date_platform_pairs'), getBackfillDatePlatformPairs)
+      .otherwise(getDatePlatformPairs);
     const fetchLinks = retryLinkFetcher(new tasks.LambdaInvoke(this, 'FetchLinks', {
       lambdaFunction: this.linkFetcher,
       // Rebuilt from the item on every round, so the loop sends the same event
@@ -317,9 +345,13 @@ export class LinkFetcherStack extends Stack {
     });
     fetchEach.itemProcessor(fetchLinks.next(completed));
 
+    getDatePlatformPairs.next(fetchEach);
+    getBackfillDatePlatformPairs.next(fetchEach);
+
     this.stateMachine = new sfn.StateMachine(this, 'LinkFetching', {
-      comment: `HLS S2 Link Fetching (${cfg.stage}): fetch links for the last ${cfg.days} days`,
-      definitionBody: sfn.DefinitionBody.fromChainable(getDatePlatformPairs.next(fetchEach)),
+      comment: `HLS S2 Link Fetching (${cfg.stage}): fetch links for the last ${cfg.days} days, ` +
+        'or for the input\'s date_platform_pairs (backfill)',
+      definitionBody: sfn.DefinitionBody.fromChainable(backfill),
       // Below the daily schedule period so scheduled runs never pile up.
       timeout: Duration.hours(23),
     });
@@ -335,14 +367,42 @@ export class LinkFetcherStack extends Stack {
     });
     schedule.node.addDependency(this.schemaMigrations);
 
+    // ------------------------------------------------- audit and owed messages
+    // Both invoke link-fetcher asynchronously (Lambda retries a failed invocation
+    // twice; a failure that remains shows in LinkFetcherErrorsAlarm). Each fits one
+    // invocation: the audit and the flush stop themselves before the 900 s timeout
+    // (DEADLINE_MARGIN_SECONDS) and report what they could not finish
+    // (AuditIncomplete, OldestUnsentAge); the next run picks it up.
+    const linkFetcherRule = (id: string, description: string, expression: string, event: object) => {
+      const rule = new events.Rule(this, id, {
+        description: `${description} (${cfg.stage})`,
+        schedule: events.Schedule.expression(expression),
+        enabled: cfg.scheduleEnabled,
+        targets: [new eventsTargets.LambdaFunction(this.linkFetcher, {
+          event: events.RuleTargetInput.fromObject(event),
+        })],
+      });
+      // Not before the schema the function needs exists.
+      rule.node.addDependency(this.schemaMigrations);
+      return rule;
+    };
+    linkFetcherRule('DailyLinkFetcherAudit',
+      `Audits the last ${cfg.auditDays} days against the CDSE catalogue and re-queues what is missing`,
+      cfg.auditScheduleExpression, auditRequest(cfg.auditDays, cfg.platforms));
+    linkFetcherRule('HourlySendOwed', 'Sends the To Download messages link-fetcher still owes',
+      cfg.sendOwedScheduleExpression, SEND_OWED_REQUEST);
+
     // ---------------------------------------------------------------- alarms
-    const alarm = (id: string, description: string, metric: cloudwatch.IMetric) => {
+    // By default: alarm when the metric reaches 1 (e.g. any error in the period).
+    const alarm = (id: string, description: string, metric: cloudwatch.IMetric, threshold: {
+      threshold: number;
+      comparisonOperator: cloudwatch.ComparisonOperator;
+    } = { threshold: 1, comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD }) => {
       const a = new cloudwatch.Alarm(this, id, {
         alarmDescription: `${description} (${cfg.stage})`,
         metric,
-        threshold: 1,
+        ...threshold,
         evaluationPeriods: 1,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       });
       if (alarmTopic) a.addAlarmAction(new cwActions.SnsAction(alarmTopic));
@@ -364,6 +424,25 @@ export class LinkFetcherStack extends Stack {
         },
         period: Duration.minutes(5),
       }));
+
+    // link-fetcher's own metrics (Embedded Metric Format), across platforms and paths.
+    const linkFetcherMetric = (metricName: string, period: Duration) => new cloudwatch.Metric({
+      namespace: cfg.metricsNamespace,
+      metricName,
+      dimensionsMap: { service: METRICS_SERVICE },
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period,
+    });
+    alarm('LinkFetcherMissingAfterRequeueAlarm',
+      'the daily audit found catalogue products still not recorded and queued after re-queueing (StillMissing)',
+      linkFetcherMetric('StillMissing', Duration.days(1)));
+    alarm('LinkFetcherAuditIncompleteAlarm',
+      'the daily audit could not read a day and platform completely (AuditIncomplete)',
+      linkFetcherMetric('AuditIncomplete', Duration.days(1)));
+    alarm('LinkFetcherUnsentOverAnHourAlarm',
+      'a To Download message has been owed (recorded, not sent) for more than an hour (OldestUnsentAge)',
+      linkFetcherMetric('OldestUnsentAge', Duration.hours(1)),
+      { threshold: 3600, comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD });
 
     // ---------------------------------------------------------------- outputs
     new CfnOutput(this, 'LinkSubscriptionEndpointUrl', {

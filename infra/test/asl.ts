@@ -1,7 +1,7 @@
 /**
  * A very small Amazon States Language interpreter: exactly the subset the Link
  * Fetching state machine uses (JSONPath Task/Choice/Map/Succeed/Fail with
- * Parameters and ResultPath), so tests can run the synthesized definition and
+ * Parameters and ResultPath; Choice rules BooleanEquals and IsPresent), so tests can run the synthesized definition and
  * record the events link-fetcher would receive. Anything outside the subset
  * throws, so the definition cannot quietly grow features these tests ignore.
  */
@@ -34,6 +34,17 @@ export function readPath(data: unknown, jsonPath: string): unknown {
     value = value[key];
   }
   return value;
+}
+
+/** Whether `jsonPath` (`$.a`, `$.a.b`) names a field of `data` (ASL `IsPresent`). */
+export function isPresent(data: unknown, jsonPath: string): boolean {
+  try {
+    readPath(data, jsonPath);
+    return true;
+  } catch (e) {
+    if (e instanceof StatesFail) return false;
+    throw e;
+  }
 }
 
 /** Renders a Parameters template against the state input. */
@@ -87,11 +98,14 @@ export function run(machine: any, input: unknown, invoke: Invoke, maxSteps = 100
       }
       case 'Choice': {
         const match = state.Choices.find((c: any) => {
-          const keys = Object.keys(c).filter((k) => k !== 'Next');
-          if (keys.sort().join() !== 'BooleanEquals,Variable') {
-            throw new Error(`unsupported choice rule ${JSON.stringify(c)}`);
+          const keys = Object.keys(c).filter((k) => k !== 'Next').sort().join();
+          if (keys === 'BooleanEquals,Variable' && typeof c.BooleanEquals === 'boolean') {
+            return readPath(data, c.Variable) === c.BooleanEquals;
           }
-          return readPath(data, c.Variable) === c.BooleanEquals;
+          if (keys === 'IsPresent,Variable' && typeof c.IsPresent === 'boolean') {
+            return isPresent(data, c.Variable) === c.IsPresent;
+          }
+          throw new Error(`unsupported choice rule ${JSON.stringify(c)}`);
         });
         if (match) {
           name = match.Next;

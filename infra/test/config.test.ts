@@ -19,6 +19,10 @@ describe('context configuration', () => {
       platforms: ['S2A', 'S2B', 'S2C'],
       mapMaxConcurrency: 3,
       fetchMaxRetries: 3,
+      auditScheduleExpression: 'cron(0 18 * * ? *)',
+      auditDays: 3,
+      sendOwedScheduleExpression: 'rate(1 hour)',
+      metricsNamespace: 'HLS/S2LinkFetcher/dev',
       searchUrl: 'https://catalogue.dataspace.copernicus.eu',
       maxAcquisitionAgeDays: 30,
       deadlineMarginSeconds: 60,
@@ -41,6 +45,43 @@ describe('context configuration', () => {
     });
     expect(config({ securityGroupIds: 'sg-0abc1234,sg-0abc5678', vpcId: 'vpc-0123abcd', subnetIds: ['subnet-0a1b2c3d'] }).vpc)
       .toEqual({ vpcId: 'vpc-0123abcd', subnetIds: ['subnet-0a1b2c3d'], securityGroupIds: ['sg-0abc1234', 'sg-0abc5678'] });
+  });
+
+  test('audit, flush and metrics settings', () => {
+    expect(config({ stage: 'prod' }).metricsNamespace).toBe('HLS/S2LinkFetcher/prod');
+    expect(config({
+      auditScheduleExpression: 'cron(0 20 * * ? *)',
+      auditDays: '7',
+      sendOwedScheduleExpression: 'rate(30 minutes)',
+      metricsNamespace: ' HLS/Custom-1.x#2 ',
+    })).toMatchObject({
+      auditScheduleExpression: 'cron(0 20 * * ? *)',
+      auditDays: 7,
+      sendOwedScheduleExpression: 'rate(30 minutes)',
+      metricsNamespace: 'HLS/Custom-1.x#2',
+    });
+    expect(config({ auditDays: 14 }).auditDays).toBe(14);
+    expect(config({ metricsNamespace: 'N'.repeat(255) }).metricsNamespace).toHaveLength(255);
+    // An empty value means the default.
+    expect(config({ metricsNamespace: '', auditDays: '' })).toMatchObject({
+      metricsNamespace: 'HLS/S2LinkFetcher/dev', auditDays: 3,
+    });
+  });
+
+  test.each([
+    [{ auditScheduleExpression: '0 18 * * *' }, /auditScheduleExpression/],
+    [{ sendOwedScheduleExpression: 'every hour' }, /sendOwedScheduleExpression/],
+    [{ auditDays: '0' }, /auditDays/],
+    [{ auditDays: '15' }, /auditDays/],
+    [{ auditDays: '2.5' }, /auditDays/],
+    [{ auditDays: true }, /auditDays/],
+    [{ metricsNamespace: 'AWS/Lambda' }, /metricsNamespace/],
+    [{ metricsNamespace: 'HLS/S2,LinkFetcher' }, /metricsNamespace/],
+    [{ metricsNamespace: 'HLS/é' }, /metricsNamespace/],
+    [{ metricsNamespace: 'N'.repeat(256) }, /metricsNamespace/],
+    [{ metricsNamespace: 42 }, /metricsNamespace/],
+  ])('rejects %j', (context, message) => {
+    expect(() => config(context)).toThrow(message);
   });
 
   test.each([

@@ -16,7 +16,19 @@ export const REGION = 'us-west-2';
 export const DB_SECRET_ARN = `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:hls-s2-link-fetcher-db-AbC123`;
 export const EXISTING_QUEUE_ARN = `arn:aws:sqs:${REGION}:${ACCOUNT}:hls-s2-downloader-serverless-prod-to-download`;
 
-export const STATE_MACHINE_EVENTS: { pairs_request: unknown; fetch_item: unknown } = JSON.parse(
+/**
+ * The events link-fetcher receives from this stack, as the Rust handler's tests
+ * parse them: `pairs_request` and `fetch_item` from the state machine's daily
+ * run, `backfill_pairs_request` from a backfill execution (its input is the
+ * same object), `audit_request` and `send_owed_request` from the two schedules.
+ */
+export const STATE_MACHINE_EVENTS: {
+  pairs_request: unknown;
+  fetch_item: unknown;
+  backfill_pairs_request: { date_platform_pairs: { days: number; end: string; platforms: string[] } };
+  audit_request: unknown;
+  send_owed_request: unknown;
+} = JSON.parse(
   fs.readFileSync(path.join(__dirname, 'fixtures', 'state-machine-events.json'), 'utf8'),
 );
 

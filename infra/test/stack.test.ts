@@ -6,6 +6,7 @@ import {
   functionId,
   makeAssetsDir,
   only,
+  STATE_MACHINE_EVENTS,
   synth,
 } from './helpers';
 
@@ -47,6 +48,7 @@ describe('Lambda functions', () => {
       RUST_LOG: 'info',
       SEARCH_URL: 'https://catalogue.dataspace.copernicus.eu',
       DEADLINE_MARGIN_SECONDS: '60',
+      METRICS_NAMESPACE: 'HLS/S2LinkFetcher/dev',
     });
   });
 
@@ -71,6 +73,7 @@ describe('Lambda functions', () => {
       searchUrl: 'https://example.test/catalogue',
       deadlineMarginSeconds: '90',
       dbPoolMaxConnections: '3',
+      metricsNamespace: 'HLS/Custom',
     }).template;
     const vars = (prefix: string) =>
       t.findResources('AWS::Lambda::Function')[functionId(t, prefix)].Properties.Environment.Variables;
@@ -79,8 +82,13 @@ describe('Lambda functions', () => {
       MAX_ACQUISITION_AGE_DAYS: '10',
       SEARCH_URL: 'https://example.test/catalogue',
       DEADLINE_MARGIN_SECONDS: '90',
+      METRICS_NAMESPACE: 'HLS/Custom',
     });
     expect(vars('HLS S2 link subscription handler')).toMatchObject({ STAGE: 'prod', DB_POOL_MAX_CONNECTIONS: '3' });
+    expect(vars('HLS S2 link subscription handler').METRICS_NAMESPACE).toBeUndefined();
+    const prod = synth({ stage: 'prod' }).template;
+    expect(prod.findResources('AWS::Lambda::Function')[functionId(prod, 'HLS S2 link fetcher')]
+      .Properties.Environment.Variables.METRICS_NAMESPACE).toBe('HLS/S2LinkFetcher/prod');
   });
 
   test('each function logs to its own log group with retention', () => {
@@ -209,15 +217,148 @@ describe('alarms', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       Metrics: Match.arrayWith([Match.objectLike({ Expression: 'failed + timedOut' })]),
     });
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 7);
   });
 
   test('alarms notify an SNS topic when one is given', () => {
     const topic = 'arn:aws:sns:us-west-2:123456789012:hls-alerts';
     const t = synth({ alarmTopicArn: topic }).template;
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm'));
-    expect(alarms).toHaveLength(4);
+    expect(alarms).toHaveLength(7);
     for (const a of alarms) expect(a.Properties.AlarmActions).toEqual([topic]);
+  });
+});
+
+describe('link-fetcher metric alarms', () => {
+  const alarm = (prefix: string, t = template) => {
+    const found = Object.entries(t.findResources('AWS::CloudWatch::Alarm')).filter(([id]) => id.startsWith(prefix));
+    expect(found).toHaveLength(1);
+    return found[0][1].Properties;
+  };
+  const common = {
+    Namespace: 'HLS/S2LinkFetcher/dev',
+    Dimensions: [{ Name: 'service', Value: 'link-fetcher' }],
+    Statistic: 'Maximum',
+    EvaluationPeriods: 1,
+    TreatMissingData: 'notBreaching',
+  };
+
+  test.each([
+    ['LinkFetcherMissingAfterRequeueAlarm', 'StillMissing'],
+    ['LinkFetcherAuditIncompleteAlarm', 'AuditIncomplete'],
+  ])('%s: %s above 0 on any day', (id, metric) => {
+    expect(alarm(id)).toMatchObject({
+      ...common,
+      MetricName: metric,
+      Period: 86400,
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
+  test('LinkFetcherUnsentOverAnHourAlarm: a message owed for more than an hour', () => {
+    expect(alarm('LinkFetcherUnsentOverAnHourAlarm')).toMatchObject({
+      ...common,
+      MetricName: 'OldestUnsentAge',
+      Period: 3600,
+      Threshold: 3600,
+      ComparisonOperator: 'GreaterThanThreshold',
+    });
+  });
+
+  test('exactly one dimension (service), the one every metric is also published under', () => {
+    for (const id of ['LinkFetcherMissingAfterRequeueAlarm', 'LinkFetcherAuditIncompleteAlarm',
+      'LinkFetcherUnsentOverAnHourAlarm']) {
+      expect(alarm(id).Dimensions).toEqual([{ Name: 'service', Value: 'link-fetcher' }]);
+      expect(alarm(id).Metrics).toBeUndefined();
+    }
+  });
+
+  test('the namespace follows the stage, or metricsNamespace', () => {
+    const prod = synth({ stage: 'prod' }).template;
+    expect(alarm('LinkFetcherUnsentOverAnHourAlarm', prod).Namespace).toBe('HLS/S2LinkFetcher/prod');
+    const custom = synth({ metricsNamespace: 'HLS/Other' }).template;
+    for (const id of ['LinkFetcherMissingAfterRequeueAlarm', 'LinkFetcherAuditIncompleteAlarm',
+      'LinkFetcherUnsentOverAnHourAlarm']) {
+      expect(alarm(id, custom).Namespace).toBe('HLS/Other');
+    }
+  });
+});
+
+describe('audit and owed-message schedules', () => {
+  const rules = (t = template) => Object.entries(t.findResources('AWS::Events::Rule'))
+    .filter(([, r]) => r.Properties.Targets.some((x: any) => x.Arn?.['Fn::GetAtt']?.[0] === functionId(t, 'HLS S2 link fetcher')));
+  const rule = (prefix: string, t = template) => {
+    const found = rules(t).filter(([id]) => id.startsWith(prefix));
+    expect(found).toHaveLength(1);
+    return found[0];
+  };
+
+  test('exactly two rules invoke link-fetcher directly, each with one target and no role', () => {
+    expect(rules().map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual(['DailyLinkFetcherAudit', 'HourlySendOwed']);
+    for (const [, r] of rules()) {
+      expect(r.Properties.Targets).toHaveLength(1);
+      expect(r.Properties.Targets[0].Arn).toEqual({ 'Fn::GetAtt': [fetcherId, 'Arn'] });
+      // Lambda targets are allowed by a resource policy on the function, not a role.
+      expect(r.Properties.Targets[0].RoleArn).toBeUndefined();
+    }
+  });
+
+  test('the daily audit runs 6 hours after the fetch, with the audit event', () => {
+    const [, r] = rule('DailyLinkFetcherAudit');
+    expect(r.Properties.ScheduleExpression).toBe('cron(0 18 * * ? *)');
+    expect(r.Properties.State).toBe('ENABLED');
+    expect(JSON.parse(r.Properties.Targets[0].Input)).toEqual(STATE_MACHINE_EVENTS.audit_request);
+    expect(JSON.parse(r.Properties.Targets[0].Input)).toEqual({
+      audit: { days: 3, platforms: ['S2A', 'S2B', 'S2C'], requeue: true },
+    });
+  });
+
+  test('the hourly flush sends {"send_owed": true}', () => {
+    const [, r] = rule('HourlySendOwed');
+    expect(r.Properties.ScheduleExpression).toBe('rate(1 hour)');
+    expect(r.Properties.State).toBe('ENABLED');
+    expect(r.Properties.Targets[0].Input).toBe('{"send_owed":true}');
+    expect(JSON.parse(r.Properties.Targets[0].Input)).toEqual(STATE_MACHINE_EVENTS.send_owed_request);
+  });
+
+  test('each rule may invoke link-fetcher, and nothing else is allowed to', () => {
+    const permissions = Object.values(template.findResources('AWS::Lambda::Permission'))
+      .filter((p) => p.Properties.Principal === 'events.amazonaws.com');
+    expect(permissions).toHaveLength(2);
+    const ruleArns = rules().map(([id]) => ({ 'Fn::GetAtt': [id, 'Arn'] }));
+    for (const p of permissions) {
+      expect(p.Properties).toMatchObject({
+        Action: 'lambda:InvokeFunction',
+        FunctionName: { 'Fn::GetAtt': [fetcherId, 'Arn'] },
+      });
+      expect(ruleArns).toContainEqual(p.Properties.SourceArn);
+    }
+  });
+
+  test('schedules, days and platforms come from context; scheduleEnabled switches them off', () => {
+    const t = synth({
+      auditScheduleExpression: 'cron(30 20 * * ? *)',
+      sendOwedScheduleExpression: 'rate(15 minutes)',
+      auditDays: '5',
+      platforms: 'S2B,S2C',
+      scheduleEnabled: 'false',
+    }).template;
+    const [, audit] = rule('DailyLinkFetcherAudit', t);
+    expect(audit.Properties).toMatchObject({ ScheduleExpression: 'cron(30 20 * * ? *)', State: 'DISABLED' });
+    expect(JSON.parse(audit.Properties.Targets[0].Input)).toEqual({
+      audit: { days: 5, platforms: ['S2B', 'S2C'], requeue: true },
+    });
+    const [, flush] = rule('HourlySendOwed', t);
+    expect(flush.Properties).toMatchObject({ ScheduleExpression: 'rate(15 minutes)', State: 'DISABLED' });
+  });
+});
+
+describe('stack outputs (read by scripts/backfill.sh)', () => {
+  test('the state machine ARN and the link-fetcher function name', () => {
+    const [smId] = only(template, 'AWS::StepFunctions::StateMachine');
+    template.hasOutput('LinkFetchingStateMachineArn', { Value: { Ref: smId } });
+    template.hasOutput('LinkFetcherFunctionName', { Value: { Ref: fetcherId } });
   });
 });
 

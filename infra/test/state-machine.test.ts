@@ -1,4 +1,4 @@
-import { run, StatesFail } from './asl';
+import { isPresent, run, StatesFail } from './asl';
 import { functionId, only, STATE_MACHINE_EVENTS, stateMachineDefinition, synth } from './helpers';
 
 const { template } = synth();
@@ -36,7 +36,7 @@ function fakeLinkFetcher(pairs: unknown[], rounds: number) {
 describe('Link Fetching state machine', () => {
   test('every task is a plain invocation of link-fetcher (payload in, result out)', () => {
     const all = tasks(definition);
-    expect(Object.keys(all).sort()).toEqual(['FetchLinks', 'GetDatePlatformPairs']);
+    expect(Object.keys(all).sort()).toEqual(['FetchLinks', 'GetBackfillDatePlatformPairs', 'GetDatePlatformPairs']);
     for (const task of Object.values(all)) {
       // The function ARN itself as resource = the "payloadResponseOnly" integration:
       // the state's Parameters are the event, the function's result is the output.
@@ -47,14 +47,67 @@ describe('Link Fetching state machine', () => {
   });
 
   test('sends exactly the events in test/fixtures/state-machine-events.json', () => {
-    // The first state sends the pairs request verbatim.
-    expect(definition.States[definition.StartAt].Parameters).toEqual(STATE_MACHINE_EVENTS.pairs_request);
+    // The daily run's pairs request is the configured one, verbatim.
+    expect(definition.States.GetDatePlatformPairs.Parameters).toEqual(STATE_MACHINE_EVENTS.pairs_request);
 
-    // Running the definition: the pairs response's items reach link-fetcher unchanged.
+    // Running the definition with the schedule's input ({}): the pairs response's
+    // items reach link-fetcher unchanged.
     const item = STATE_MACHINE_EVENTS.fetch_item;
     const { invoke, calls } = fakeLinkFetcher([item], 0);
     run(definition, {}, invoke);
     expect(calls).toEqual([STATE_MACHINE_EVENTS.pairs_request, item]);
+  });
+
+  describe('backfill: an execution input with date_platform_pairs', () => {
+    const backfill = STATE_MACHINE_EVENTS.backfill_pairs_request;
+
+    test('starts with a choice on whether $.date_platform_pairs is present', () => {
+      const start = definition.States[definition.StartAt];
+      expect(start.Type).toBe('Choice');
+      expect(start.Choices).toEqual([
+        { Variable: '$.date_platform_pairs', IsPresent: true, Next: 'GetBackfillDatePlatformPairs' },
+      ]);
+      expect(start.Default).toBe('GetDatePlatformPairs');
+      // Both pair requests go on to the same Map.
+      const mapName = Object.keys(definition.States).find((n) => definition.States[n].Type === 'Map');
+      expect(definition.States.GetDatePlatformPairs.Next).toBe(mapName);
+      expect(definition.States.GetBackfillDatePlatformPairs.Next).toBe(mapName);
+    });
+
+    test('sends exactly {"date_platform_pairs": <the input\'s object>}, then fetches each pair it gets', () => {
+      expect(definition.States.GetBackfillDatePlatformPairs.Parameters).toEqual({
+        'date_platform_pairs.$': '$.date_platform_pairs',
+      });
+      const items = [
+        { query_date_platform: ['2025-01-21', 'S2A'] },
+        { query_date_platform: ['2025-01-21', 'S2B'] },
+      ];
+      const { invoke, calls } = fakeLinkFetcher(items, 1);
+      // Other keys of the execution input do not reach link-fetcher.
+      run(definition, { ...backfill, note: 'operator backfill' }, invoke);
+      expect(calls).toEqual([backfill, ...items.flatMap((i) => [i, i])]);
+    });
+
+    test('the default window is sent when the input has no date_platform_pairs', () => {
+      for (const input of [{}, { date_platform_pair: backfill.date_platform_pairs }]) {
+        const { invoke, calls } = fakeLinkFetcher([], 0);
+        run(definition, input, invoke);
+        expect(calls).toEqual([STATE_MACHINE_EVENTS.pairs_request]);
+      }
+    });
+
+    test('the backfill request does not depend on the configured window', () => {
+      const custom = stateMachineDefinition(synth({ days: '10', platforms: 'S2A' }).template);
+      const { invoke, calls } = fakeLinkFetcher([], 0);
+      run(custom, backfill, invoke);
+      expect(calls).toEqual([backfill]);
+    });
+
+    test('the interpreter\'s IsPresent', () => {
+      expect(isPresent({ a: { b: null } }, '$.a.b')).toBe(true);
+      expect(isPresent({ a: {} }, '$.a.b')).toBe(false);
+      expect(isPresent({}, '$.a')).toBe(false);
+    });
   });
 
   test('loops on "completed": false, re-sending the same event until true', () => {
@@ -89,7 +142,7 @@ describe('Link Fetching state machine', () => {
 
   test('days and platforms come from context', () => {
     const custom = stateMachineDefinition(synth({ days: '10', platforms: 'S2A,S2C' }).template);
-    expect(custom.States[custom.StartAt].Parameters).toEqual({
+    expect(custom.States.GetDatePlatformPairs.Parameters).toEqual({
       date_platform_pairs: { days: 10, platforms: ['S2A', 'S2C'] },
     });
   });
@@ -119,7 +172,10 @@ describe('Link Fetching state machine', () => {
 
   test('is started by a daily schedule that can be switched off', () => {
     const [smId] = only(template, 'AWS::StepFunctions::StateMachine');
-    const [, rule] = only(template, 'AWS::Events::Rule');
+    const rules = Object.values(template.findResources('AWS::Events::Rule'))
+      .filter((r) => r.Properties.Targets.some((t: any) => t.Arn?.Ref === smId));
+    expect(rules).toHaveLength(1);
+    const [rule] = rules;
     expect(rule.Properties.ScheduleExpression).toBe('cron(0 12 * * ? *)');
     expect(rule.Properties.State).toBe('ENABLED');
     expect(rule.Properties.Targets).toHaveLength(1);
@@ -127,5 +183,7 @@ describe('Link Fetching state machine', () => {
 
     const disabled = synth({ scheduleEnabled: 'false', scheduleExpression: 'rate(6 hours)' }).template;
     disabled.hasResourceProperties('AWS::Events::Rule', { State: 'DISABLED', ScheduleExpression: 'rate(6 hours)' });
+    // The backfill path is for executions started by hand, not by the schedule.
+    expect(isPresent(JSON.parse(rule.Properties.Targets[0].Input), '$.date_platform_pairs')).toBe(false);
   });
 });

@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 
 pub mod catalogue_stub;
 pub mod cdse_stub;
+pub mod fetcher;
 pub mod fixtures;
 pub mod sqs_stub;
 

@@ -2,141 +2,20 @@
 //! the catalogue stub, real Postgres and an SQS-compatible server.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use hls_core::catalogue::{ODataCatalogue, Platform};
-use hls_core::day_fetch::{DaySummary, Deadline, FetchOptions, RetryPolicy};
-use hls_core::{GranuleStore, Handoff, TileSet};
-use integration_tests::catalogue_stub::{CatalogueStub, Fault, synthetic_day};
-use integration_tests::{Downloader, TestDatabase, TestQueue, fixtures};
-use lambda_runtime::{Context, LambdaEvent};
-use link_fetcher::{Dependencies, Search, handle};
-use serde_json::{Value, json};
-
-/// Tiles the tests allow; products on other tiles are skipped.
-const ALLOWED: [&str; 3] = ["54PXA", "28PHQ", "31UFU"];
-/// Tiles for a synthetic day, one in `k` allowed: moto takes ~0.1 s per SQS
-/// batch, so the tests keep the queue small and the catalogue large.
-fn tiles(k: usize) -> Vec<String> {
-    std::iter::once("54PXA".to_owned())
-        .chain((1..k).map(|n| format!("{n:02}ZZZ")))
-        .collect()
-}
-
-struct Harness {
-    db: TestDatabase,
-    queue: TestQueue,
-    stub: CatalogueStub,
-    deps: Dependencies,
-}
-
-fn options(page_size: u32) -> FetchOptions {
-    FetchOptions {
-        page_size,
-        request_timeout: Duration::from_secs(10),
-        retry: RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-        },
-        deadline_margin: Duration::from_secs(1),
-        ..FetchOptions::default()
-    }
-}
-
-async fn harness(page_size: u32) -> Harness {
-    let (db, queue, stub) = tokio::join!(
-        TestDatabase::migrated(),
-        TestQueue::new(),
-        CatalogueStub::start()
-    );
-    let deps = Dependencies {
-        search: Search {
-            catalogue: ODataCatalogue::new(stub.url()).unwrap(),
-            tiles: TileSet::parse(&ALLOWED.join("\n")).unwrap(),
-            options: options(page_size),
-            max_acquisition_age: chrono::Duration::days(30),
-        },
-        handoff: Handoff::new(
-            GranuleStore::new(db.pool.clone()),
-            queue.sqs_queue(),
-            Duration::from_secs(2),
-        ),
-    };
-    Harness {
-        db,
-        queue,
-        stub,
-        deps,
-    }
-}
-
-fn day(text: &str) -> NaiveDate {
-    text.parse().unwrap()
-}
-
-fn at(text: &str) -> DateTime<Utc> {
-    text.parse().unwrap()
-}
-
-/// The ids of `products` on allowed tiles.
-fn allowed_ids(products: &[Value]) -> BTreeSet<String> {
-    products
-        .iter()
-        .filter(|p| {
-            let name = p["Name"].as_str().unwrap();
-            ALLOWED.iter().any(|t| name.contains(&format!("_T{t}_")))
-        })
-        .map(|p| p["Id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn recorded_ids(db: &TestDatabase) -> BTreeSet<String> {
-    sqlx::query_scalar::<_, String>("SELECT id FROM granule")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-async fn drained_ids(queue: &TestQueue) -> BTreeSet<String> {
-    queue
-        .drain(Duration::from_millis(500))
-        .await
-        .by_id
-        .into_keys()
-        .collect()
-}
-
-async fn count_row(db: &TestDatabase, date: NaiveDate, platform: &str) -> (i64, i64, bool) {
-    sqlx::query_as("SELECT available_links, fetched_links, completed FROM granule_count WHERE date = $1 AND platform = $2")
-        .bind(date)
-        .bind(platform)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-}
-
-fn context(deadline_in: Duration) -> Context {
-    let mut context = Context::default();
-    context.deadline = (SystemTime::now() + deadline_in)
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    context
-}
-
-async fn invoke(
-    deps: &Dependencies,
-    payload: Value,
-    deadline_in: Duration,
-) -> Result<Value, String> {
-    handle(LambdaEvent::new(payload, context(deadline_in)), deps)
-        .await
-        .map_err(|e| e.to_string())
-}
+use chrono::{DateTime, Utc};
+use hls_core::catalogue::Platform;
+use hls_core::day_fetch::{DaySummary, Deadline};
+use hls_core::{GranuleStore, Handoff};
+use integration_tests::catalogue_stub::{Fault, synthetic_day};
+use integration_tests::fetcher::{
+    allowed_ids, at, context, count_row, day, drained_ids, harness, invoke, recorded_ids, tiles,
+};
+use integration_tests::{Downloader, TestDatabase, fixtures};
+use lambda_runtime::LambdaEvent;
+use link_fetcher::handle;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_day_over_several_pages_records_exactly_the_allowed_tiles_once() {
@@ -535,16 +414,29 @@ async fn the_handler_answers_every_event_shape() {
     )
     .await
     .unwrap();
-    let today = Utc::now().date_naive();
-    let yesterday = today.pred_opt().unwrap();
+    // The days before today, as the Python system's date generator gives them.
+    let yesterday = Utc::now().date_naive().pred_opt().unwrap();
+    let before = yesterday.pred_opt().unwrap();
     assert_eq!(
         pairs,
         json!({"query_date_platforms": [
-            {"query_date_platform": [today.to_string(), "S2A"]},
-            {"query_date_platform": [today.to_string(), "S2B"]},
             {"query_date_platform": [yesterday.to_string(), "S2A"]},
             {"query_date_platform": [yesterday.to_string(), "S2B"]},
+            {"query_date_platform": [before.to_string(), "S2A"]},
+            {"query_date_platform": [before.to_string(), "S2B"]},
         ]})
+    );
+    // A backfill names its end (exclusive).
+    let backfill = invoke(
+        &h.deps,
+        json!({"date_platform_pairs": {"days": 1, "end": "2024-04-02", "platforms": ["S2C"]}}),
+        Duration::from_secs(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        backfill,
+        json!({"query_date_platforms": [{"query_date_platform": ["2024-04-01", "S2C"]}]})
     );
 
     let error = invoke(

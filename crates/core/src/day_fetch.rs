@@ -362,7 +362,7 @@ impl<F: Fn(&Granule) + Sync> DayRecorder for DryRun<F> {
 }
 
 /// What one invocation did, and where the day stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DaySummary {
     pub query_date: NaiveDate,
     pub platform: String,
@@ -386,6 +386,10 @@ pub struct DaySummary {
     pub pages: u32,
     /// Catalogue requests, retries included.
     pub requests: u32,
+    /// For each new granule, seconds from its publication to its message being
+    /// sent (for the metrics; not printed).
+    #[serde(skip)]
+    pub queue_delays_s: Vec<f64>,
 }
 
 /// Fetches one day (see the module documentation) until it is complete, or until
@@ -436,6 +440,7 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         rejected: 0,
         pages: 0,
         requests: 0,
+        queue_delays_s: Vec::new(),
     };
     tracing::info!(
         query_date = %query.date,
@@ -535,6 +540,11 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         };
         let (recorded, fetched) = tokio::join!(record, fetch);
         let new = recorded?;
+        let sent_at = Utc::now();
+        summary.queue_delays_s.extend(
+            new.iter()
+                .map(|g| seconds_between(g.ingestion_date, sent_at)),
+        );
 
         let new_ids: HashSet<&str> = new.iter().map(|g| g.id.as_str()).collect();
         for granule in &allowed {
@@ -569,18 +579,23 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     Ok(summary)
 }
 
+/// `to - from` in seconds, with microseconds.
+pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+}
+
 fn stopped(summary: DaySummary) -> DaySummary {
     tracing::info!(summary = ?summary, "stopping before the deadline; the next invocation resumes here");
     summary
 }
 
 /// A page, and when the request that brought it was sent.
-struct TimedPage {
-    page: CataloguePage,
-    requested_at: DateTime<Utc>,
+pub(crate) struct TimedPage {
+    pub(crate) page: CataloguePage,
+    pub(crate) requested_at: DateTime<Utc>,
 }
 
-enum Fetched {
+pub(crate) enum Fetched {
     Page(TimedPage),
     /// The stop point came first: no attempt runs past it.
     Stopped,
@@ -589,7 +604,7 @@ enum Fetched {
 
 /// One page at `cursor` with the retry policy, each attempt bounded by the stop
 /// point; returns the attempts made.
-async fn fetch_page<C: Catalogue>(
+pub(crate) async fn fetch_page<C: Catalogue>(
     catalogue: &C,
     query: &DayQuery,
     cursor: FetchCursor,

@@ -2,12 +2,14 @@
 //! the granule model, the tile set, the store, the queue, the hand-off that ties
 //! them (`record`) and configuration.
 
+pub mod audit;
 pub mod catalogue;
 pub mod config;
 pub mod day_fetch;
 pub mod error_body;
 pub mod granule;
 pub mod logging;
+pub mod metrics;
 pub mod notification;
 pub mod product_entity;
 pub mod queue;

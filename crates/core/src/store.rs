@@ -169,6 +169,54 @@ impl GranuleStore {
         Ok(())
     }
 
+    /// What the audit compares: for each of `ids` that has a granule row, whether
+    /// it was downloaded, which path recorded it, when its message was sent, and
+    /// its publication time. Granules recorded before the outbox existed (or by
+    /// the Python system) have no path and no send time.
+    pub async fn audit_rows(&self, ids: &[&str]) -> Result<Vec<AuditRow>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: String,
+            downloaded: bool,
+            ingestiondate: NaiveDateTime,
+            found_by: Option<String>,
+            owed: Option<bool>,
+            sent_at: Option<DateTime<Utc>>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT g.id, g.downloaded, g.ingestiondate, o.found_by, o.sent_at IS NULL AS owed, \
+                    o.sent_at \
+             FROM granule g LEFT JOIN granule_outbox o ON o.granule_id = g.id \
+             WHERE g.id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AuditRow {
+                id: row.id,
+                downloaded: row.downloaded,
+                published: row.ingestiondate.and_utc(),
+                found_by: row.found_by.as_deref().and_then(FoundBy::parse),
+                // No outbox row: recorded before it existed, never owed.
+                owed: row.found_by.is_some() && row.owed.unwrap_or(false),
+                sent_at: row.sent_at,
+            })
+            .collect())
+    }
+
+    /// How long the oldest owed message has been waiting; zero when none is.
+    pub async fn oldest_owed_age(&self) -> Result<Duration, StoreError> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - min(recorded_at))::float8 \
+             FROM granule_outbox WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Duration::from_secs_f64(seconds.unwrap_or(0.0).max(0.0)))
+    }
+
     /// How many messages are owed, held by a live sender or not.
     pub async fn owed_count(&self) -> Result<i64, StoreError> {
         Ok(
@@ -300,6 +348,8 @@ pub enum FoundBy {
 }
 
 impl FoundBy {
+    pub const ALL: [FoundBy; 3] = [FoundBy::Poll, FoundBy::Push, FoundBy::Audit];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Poll => "poll",
@@ -307,6 +357,24 @@ impl FoundBy {
             Self::Audit => "audit",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+}
+
+/// One recorded granule as the audit sees it (see [`GranuleStore::audit_rows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub id: String,
+    pub downloaded: bool,
+    /// `ingestiondate`: the product's publication time.
+    pub published: DateTime<Utc>,
+    /// `None`: recorded before the outbox existed.
+    pub found_by: Option<FoundBy>,
+    /// Its message is still owed.
+    pub owed: bool,
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// An owed message as the outbox and the granule row hold it.

@@ -3,13 +3,16 @@
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
+use hls_core::audit::{DayAudit, audit_day};
 use hls_core::catalogue::{ODataCatalogue, Platform, odata::DEFAULT_SEARCH_URL};
 use hls_core::config::{self, DatabaseSource, PoolSettings, optional};
 use hls_core::day_fetch::{
     DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, StoreRecorder, fetch_day,
 };
+use hls_core::metrics::{Metric, Metrics, median_and_p99};
 use hls_core::{
-    Granule, GranuleStore, Handoff, SqsQueue, StoreError, TileSet, catalogue::DayQuery,
+    FoundBy, Granule, GranuleStore, Handoff, RecordError, SqsQueue, StoreError, TileSet,
+    catalogue::DayQuery,
 };
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
@@ -27,12 +30,37 @@ pub enum Event {
     DatePlatform { date: NaiveDate, platform: Platform },
     /// `{"query_date": "2024-04-01"}`: one day of every platform.
     Date { date: NaiveDate },
-    /// `{"date_platform_pairs": {"days": 5, "platforms": ["S2A", "S2B"]}}`: the
-    /// pairs the state machine then fetches one by one.
-    DatePlatformPairs { days: u64, platforms: Vec<Platform> },
+    /// `{"date_platform_pairs": {"days": 5, "end": "2024-04-06", "platforms": ["S2A", "S2B"]}}`:
+    /// the pairs the state machine then fetches one by one.
+    DatePlatformPairs(DayRange),
+    /// `{"audit": {"days": 3, "end": "2024-04-06", "platforms": [...], "requeue": true}}`:
+    /// the completeness audit of those days.
+    Audit { range: DayRange, requeue: bool },
+    /// `{"send_owed": true}`: sends the messages still owed (the outbox).
+    SendOwed,
     /// A CloudFormation custom-resource event (CDK `Provider`): Create and Update
     /// apply the schema migrations, Delete leaves the database alone.
     CustomResource { request_type: RequestType },
+}
+
+/// The `days` UTC days before `end` (exclusive; today when absent), as the
+/// Python system's date generator counts them (`now`, `lookback_days`), for
+/// each of `platforms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRange {
+    pub days: u64,
+    pub end: Option<NaiveDate>,
+    pub platforms: Vec<Platform>,
+}
+
+impl DayRange {
+    /// The days, newest first.
+    pub fn dates(&self, today: NaiveDate) -> Vec<NaiveDate> {
+        let end = self.end.unwrap_or(today);
+        (1..=self.days)
+            .filter_map(|back| end.checked_sub_days(chrono::Days::new(back)))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +102,13 @@ impl TryFrom<Value> for Event {
             };
             return Ok(Self::CustomResource { request_type });
         }
-        let keys = ["query_date_platform", "query_date", "date_platform_pairs"];
+        let keys = [
+            "query_date_platform",
+            "query_date",
+            "date_platform_pairs",
+            "audit",
+            "send_owed",
+        ];
         let present: Vec<&str> = keys
             .into_iter()
             .filter(|k| object.contains_key(*k))
@@ -99,41 +133,37 @@ impl TryFrom<Value> for Event {
             ["query_date"] => Ok(Self::Date {
                 date: date_value("query_date", &object["query_date"])?,
             }),
-            ["date_platform_pairs"] => {
-                let value = &object["date_platform_pairs"];
-                let days = value
-                    .get("days")
-                    .and_then(Value::as_u64)
-                    .filter(|d| (1..=MAX_DAYS).contains(d))
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "date_platform_pairs.days must be an integer from 1 to {MAX_DAYS}, got {}",
-                            value.get("days").map_or("nothing".into(), short)
-                        ))
-                    })?;
-                let list = value
-                    .get("platforms")
-                    .and_then(Value::as_array)
-                    .filter(|list| !list.is_empty())
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "date_platform_pairs.platforms must be a non-empty list of S2A, S2B, S2C, got {}",
-                            value.get("platforms").map_or("nothing".into(), short)
-                        ))
-                    })?;
-                let mut platforms = Vec::with_capacity(list.len());
-                for (index, item) in list.iter().enumerate() {
-                    let platform =
-                        platform_value(&format!("date_platform_pairs.platforms[{index}]"), item)?;
-                    if !platforms.contains(&platform) {
-                        platforms.push(platform);
+            ["date_platform_pairs"] => Ok(Self::DatePlatformPairs(day_range(
+                "date_platform_pairs",
+                &object["date_platform_pairs"],
+            )?)),
+            ["audit"] => {
+                let value = &object["audit"];
+                let requeue = match value.get("requeue") {
+                    None => false,
+                    Some(Value::Bool(requeue)) => *requeue,
+                    Some(other) => {
+                        return Err(invalid(format!(
+                            "audit.requeue must be true or false, got {}",
+                            short(other)
+                        )));
                     }
-                }
-                Ok(Self::DatePlatformPairs { days, platforms })
+                };
+                Ok(Self::Audit {
+                    range: day_range("audit", value)?,
+                    requeue,
+                })
             }
+            ["send_owed"] => match &object["send_owed"] {
+                Value::Bool(true) => Ok(Self::SendOwed),
+                other => Err(invalid(format!(
+                    "send_owed must be true, got {}",
+                    short(other)
+                ))),
+            },
             [] => Err(invalid(format!(
-                "expected one of query_date_platform, query_date, date_platform_pairs or a \
-                 CloudFormation RequestType; got keys {:?}",
+                "expected one of query_date_platform, query_date, date_platform_pairs, audit, \
+                 send_owed or a CloudFormation RequestType; got keys {:?}",
                 object.keys().take(10).collect::<Vec<_>>()
             ))),
             _ => Err(invalid(format!(
@@ -142,6 +172,46 @@ impl TryFrom<Value> for Event {
             ))),
         }
     }
+}
+
+/// `{"days": N, "end"?: "YYYY-MM-DD", "platforms": [...]}` under `name`.
+fn day_range(name: &str, value: &Value) -> Result<DayRange, EventError> {
+    let days = value
+        .get("days")
+        .and_then(Value::as_u64)
+        .filter(|d| (1..=MAX_DAYS).contains(d))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{name}.days must be an integer from 1 to {MAX_DAYS}, got {}",
+                value.get("days").map_or("nothing".into(), short)
+            ))
+        })?;
+    let end = value
+        .get("end")
+        .map(|end| date_value(&format!("{name}.end"), end))
+        .transpose()?;
+    let list = value
+        .get("platforms")
+        .and_then(Value::as_array)
+        .filter(|list| !list.is_empty())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{name}.platforms must be a non-empty list of S2A, S2B, S2C, got {}",
+                value.get("platforms").map_or("nothing".into(), short)
+            ))
+        })?;
+    let mut platforms = Vec::with_capacity(list.len());
+    for (index, item) in list.iter().enumerate() {
+        let platform = platform_value(&format!("{name}.platforms[{index}]"), item)?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(DayRange {
+        days,
+        end,
+        platforms,
+    })
 }
 
 fn date_value(name: &str, value: &Value) -> Result<NaiveDate, EventError> {
@@ -186,17 +256,14 @@ fn short(value: &Value) -> String {
     }
 }
 
-/// The (day, platform) pairs of the last `days` days ending `today`, newest day
-/// first (its products are the ones the download service waits for), each day
-/// in the order the platforms were given.
-pub fn date_platform_pairs(
-    today: NaiveDate,
-    days: u64,
-    platforms: &[Platform],
-) -> Vec<(NaiveDate, Platform)> {
-    (0..days)
-        .filter_map(|back| today.checked_sub_days(chrono::Days::new(back)))
-        .flat_map(|date| platforms.iter().map(move |p| (date, *p)))
+/// The (day, platform) pairs of `range`, newest day first (its products are the
+/// ones the download service waits for), each day in the order the platforms
+/// were given.
+pub fn date_platform_pairs(today: NaiveDate, range: &DayRange) -> Vec<(NaiveDate, Platform)> {
+    range
+        .dates(today)
+        .into_iter()
+        .flat_map(|date| range.platforms.iter().map(move |p| (date, *p)))
         .collect()
 }
 
@@ -258,12 +325,14 @@ pub struct Dependencies {
     pub search: Search,
     /// Postgres and the `To Download` queue, tied by the outbox.
     pub handoff: Handoff<SqsQueue>,
+    /// Where the CloudWatch metrics (EMF lines) go.
+    pub metrics: Metrics,
 }
 
 impl Dependencies {
     /// Also `TO_DOWNLOAD_SQS_QUEUE_URL`, `SQS_SEND_CONCURRENCY` (default 8),
-    /// `OUTBOX_LEASE_SECONDS` (default 120) and the database settings of
-    /// [`store_from_env`].
+    /// `OUTBOX_LEASE_SECONDS` (default 120), the metrics settings of
+    /// [`Metrics::from_env`] and the database settings of [`store_from_env`].
     pub async fn from_env() -> anyhow::Result<Self> {
         let search = Search::from_env()?;
         let aws = config::aws_config().await?;
@@ -276,6 +345,7 @@ impl Dependencies {
         Ok(Self {
             search,
             handoff: Handoff::new(store, queue, hls_core::record::lease_from_env()?),
+            metrics: Metrics::from_env(hls_core::logging::running_in_lambda())?,
         })
     }
 
@@ -295,7 +365,7 @@ impl Dependencies {
         };
         let query = self.search.query(date, platform);
         let search = &self.search;
-        fetch_day(
+        let summary = fetch_day(
             &search.catalogue,
             &recorder,
             &search.tiles,
@@ -303,7 +373,94 @@ impl Dependencies {
             &search.options,
             deadline,
         )
-        .await
+        .await?;
+        let mut metrics = vec![
+            Metric::count("NewGranules", summary.new_granules),
+            Metric::count("ProductsExamined", summary.examined),
+        ];
+        if let Some((median, p99)) = median_and_p99(&summary.queue_delays_s) {
+            metrics.push(Metric::seconds("QueueDelayMedian", median));
+            metrics.push(Metric::seconds("QueueDelayP99", p99));
+        }
+        self.metrics
+            .emit(query.platform_label(), FoundBy::Poll.as_str(), &metrics);
+        self.emit_oldest_unsent().await;
+        Ok(summary)
+    }
+
+    /// Audits each (day, platform) of `dates` × `platforms`, oldest day first,
+    /// handing each line to `on_line` as it is done. With `requeue` the owed
+    /// messages are sent first and the missing granules recorded and queued.
+    pub async fn audit(
+        &self,
+        dates: &[NaiveDate],
+        platforms: &[Platform],
+        requeue: bool,
+        deadline: Deadline,
+        mut on_line: impl FnMut(&DayAudit),
+    ) -> Result<Vec<DayAudit>, RecordError> {
+        if requeue {
+            // A queue still down shows in the lines (`unsent`) and in the requeue's own error.
+            match self.handoff.send_owed(deadline.stop_at()).await {
+                Ok(sent) => tracing::info!(owed_sent = sent, "owed messages sent before the audit"),
+                Err(error) => tracing::error!(%error, "owed messages not sent; auditing anyway"),
+            }
+        }
+        let mut dates = dates.to_vec();
+        dates.sort_unstable();
+        let mut lines = Vec::with_capacity(dates.len() * platforms.len());
+        for date in dates {
+            for platform in platforms {
+                let query = self.search.query(date, Some(*platform));
+                let line = audit_day(
+                    &self.search.catalogue,
+                    &self.search.tiles,
+                    &query,
+                    &self.search.options,
+                    deadline,
+                    &self.handoff,
+                    requeue,
+                )
+                .await?;
+                for (path, metrics) in line.metrics() {
+                    self.metrics.emit(&line.platform, path, &metrics);
+                }
+                tracing::info!(
+                    query_date = %line.query_date,
+                    platform = %line.platform,
+                    complete = line.complete,
+                    missing = line.missing,
+                    requeued = line.requeued,
+                    "day audited"
+                );
+                on_line(&line);
+                lines.push(line);
+            }
+        }
+        self.emit_oldest_unsent().await;
+        Ok(lines)
+    }
+
+    /// Sends the owed messages within the deadline; returns how many were sent
+    /// and how many are still owed.
+    pub async fn send_owed(&self, deadline: Deadline) -> Result<(usize, i64), RecordError> {
+        let sent = self.handoff.send_owed(deadline.stop_at()).await;
+        self.emit_oldest_unsent().await;
+        let sent = sent?;
+        let still_owed = self.store().owed_count().await?;
+        Ok((sent, still_owed))
+    }
+
+    /// `OldestUnsentAge`: the alarm on messages unsent for over an hour reads it.
+    async fn emit_oldest_unsent(&self) {
+        match self.store().oldest_owed_age().await {
+            Ok(age) => self.metrics.emit(
+                "all",
+                "outbox",
+                &[Metric::seconds("OldestUnsentAge", age.as_secs_f64())],
+            ),
+            Err(error) => tracing::warn!(%error, "cannot read the age of the oldest owed message"),
+        }
     }
 }
 
@@ -328,6 +485,10 @@ pub enum HandlerError {
     },
     #[error("applying the schema: {0}")]
     Migrate(#[from] StoreError),
+    #[error("audit: {0}")]
+    Audit(#[source] RecordError),
+    #[error("sending owed messages: {0}")]
+    SendOwed(#[source] RecordError),
 }
 
 /// What Lambda reports (and the state machine sees as the error name): the kind
@@ -344,7 +505,9 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
                 source: DayFetchError::NoTime { .. },
                 ..
             } => "ConfigurationError",
-            HandlerError::Fetch { .. } => "RecordError",
+            HandlerError::Fetch { .. } | HandlerError::Audit(_) | HandlerError::SendOwed(_) => {
+                "RecordError"
+            }
             HandlerError::Migrate(_) => "SchemaError",
         };
         Self {
@@ -372,15 +535,30 @@ pub async fn handle(event: LambdaEvent<Value>, deps: &Dependencies) -> Result<Va
             let summary = fetch_logged(deps, date, None, deadline).await?;
             Ok(json!({"query_date": date.to_string(), "completed": summary.completed}))
         }
-        Event::DatePlatformPairs { days, platforms } => {
+        Event::DatePlatformPairs(range) => {
             let today = chrono::Utc::now().date_naive();
-            let pairs: Vec<Value> = date_platform_pairs(today, days, &platforms)
+            let pairs: Vec<Value> = date_platform_pairs(today, &range)
                 .into_iter()
                 .map(|(date, platform)| {
                     json!({"query_date_platform": [date.to_string(), platform.as_str()]})
                 })
                 .collect();
             Ok(json!({"query_date_platforms": pairs}))
+        }
+        Event::Audit { range, requeue } => {
+            let dates = range.dates(chrono::Utc::now().date_naive());
+            let lines = deps
+                .audit(&dates, &range.platforms, requeue, deadline, |_| {})
+                .await
+                .map_err(HandlerError::Audit)?;
+            Ok(json!({ "audit": lines }))
+        }
+        Event::SendOwed => {
+            let (sent, still_owed) = deps
+                .send_owed(deadline)
+                .await
+                .map_err(HandlerError::SendOwed)?;
+            Ok(json!({"owed_sent": sent, "still_owed": still_owed}))
         }
         Event::CustomResource { request_type } => {
             match request_type {
@@ -458,11 +636,47 @@ mod tests {
         assert_eq!(
             parse(r#"{"date_platform_pairs": {"days": 5, "platforms": ["S2A", "S2C", "S2A"]}}"#)
                 .unwrap(),
-            Event::DatePlatformPairs {
+            Event::DatePlatformPairs(DayRange {
                 days: 5,
+                end: None,
                 platforms: vec![Platform::S2A, Platform::S2C]
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"date_platform_pairs": {"days": 2, "end": "2025-01-22", "platforms": ["S2B"]}}"#
+            )
+            .unwrap(),
+            Event::DatePlatformPairs(DayRange {
+                days: 2,
+                end: Some(day("2025-01-22")),
+                platforms: vec![Platform::S2B]
+            })
+        );
+        assert_eq!(
+            parse(r#"{"audit": {"days": 3, "platforms": ["S2A", "S2B", "S2C"], "requeue": true}}"#)
+                .unwrap(),
+            Event::Audit {
+                range: DayRange {
+                    days: 3,
+                    end: None,
+                    platforms: Platform::ALL.to_vec()
+                },
+                requeue: true
             }
         );
+        assert_eq!(
+            parse(r#"{"audit": {"days": 1, "end": "2024-04-02", "platforms": ["S2C"]}}"#).unwrap(),
+            Event::Audit {
+                range: DayRange {
+                    days: 1,
+                    end: Some(day("2024-04-02")),
+                    platforms: vec![Platform::S2C]
+                },
+                requeue: false
+            }
+        );
+        assert_eq!(parse(r#"{"send_owed": true}"#).unwrap(), Event::SendOwed);
         for (request, expected) in [
             ("Create", RequestType::Create),
             ("Update", RequestType::Update),
@@ -550,6 +764,23 @@ mod tests {
                 r#"platforms[1]: unknown platform "L8""#,
             ),
             (
+                r#"{"audit": {"days": 3, "platforms": ["S2A"], "requeue": "yes"}}"#,
+                r#"audit.requeue must be true or false, got "yes""#,
+            ),
+            (
+                r#"{"audit": {"days": 400, "platforms": ["S2A"]}}"#,
+                "audit.days must be an integer from 1 to 366, got 400",
+            ),
+            (
+                r#"{"date_platform_pairs": {"days": 2, "end": "2025-1-22", "platforms": ["S2A"]}}"#,
+                r#"date_platform_pairs.end: "2025-1-22" is not a date"#,
+            ),
+            (r#"{"send_owed": 1}"#, "send_owed must be true, got 1"),
+            (
+                r#"{"send_owed": true, "audit": {}}"#,
+                "ambiguous event: it has audit and send_owed",
+            ),
+            (
                 r#"{"RequestType": "Replace"}"#,
                 r#"RequestType "Replace" is not Create, Update or Delete"#,
             ),
@@ -564,8 +795,14 @@ mod tests {
     }
 
     #[test]
-    fn pairs_run_from_today_back() {
-        let pairs = date_platform_pairs(day("2024-03-01"), 3, &[Platform::S2A, Platform::S2B]);
+    fn pairs_are_the_days_before_the_end_as_in_the_python_system() {
+        let range = |days, end: Option<&str>| DayRange {
+            days,
+            end: end.map(day),
+            platforms: vec![Platform::S2A, Platform::S2B],
+        };
+        // The Python date generator's own example: now 2024-03-02, 3 days back.
+        let pairs = date_platform_pairs(day("2030-01-01"), &range(3, Some("2024-03-02")));
         let expected: Vec<(NaiveDate, Platform)> = [
             ("2024-03-01", Platform::S2A),
             ("2024-03-01", Platform::S2B),
@@ -578,11 +815,15 @@ mod tests {
         .map(|(d, p)| (day(d), p))
         .collect();
         assert_eq!(pairs, expected);
+        // Without an end, today is the end: today itself is not included.
+        let dates = range(2, None).dates(day("2025-01-03"));
+        assert_eq!(dates, [day("2025-01-02"), day("2025-01-01")]);
     }
 
     #[test]
     fn the_state_machine_sends_events_the_handler_reads() {
-        // Written by the infrastructure tests from the state machine definition.
+        // The events the deployed state machine and rules send, checked against the
+        // synthesized stack by the infrastructure tests.
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../infra/test/fixtures/state-machine-events.json"
@@ -590,14 +831,30 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let events: Value = serde_json::from_str(&text).unwrap();
         let pairs: Event = serde_json::from_value(events["pairs_request"].clone()).unwrap();
-        let Event::DatePlatformPairs { days, platforms } = pairs else {
+        let Event::DatePlatformPairs(range) = pairs else {
             panic!("pairs_request parsed as {pairs:?}");
         };
-        assert!(days >= 1 && !platforms.is_empty());
+        assert!(range.days >= 1 && !range.platforms.is_empty());
+        let backfill: Event =
+            serde_json::from_value(events["backfill_pairs_request"].clone()).unwrap();
+        assert!(
+            matches!(
+                &backfill,
+                Event::DatePlatformPairs(DayRange { end: Some(_), .. })
+            ),
+            "{backfill:?}"
+        );
+        let audit: Event = serde_json::from_value(events["audit_request"].clone()).unwrap();
+        assert!(
+            matches!(&audit, Event::Audit { requeue: true, .. }),
+            "{audit:?}"
+        );
+        let flush: Event = serde_json::from_value(events["send_owed_request"].clone()).unwrap();
+        assert_eq!(flush, Event::SendOwed);
         let item: Event = serde_json::from_value(events["fetch_item"].clone()).unwrap();
         assert!(matches!(item, Event::DatePlatform { .. }), "{item:?}");
         // Each pair the handler answers is, as it is, a fetch_item event.
-        for (date, platform) in date_platform_pairs(day("2024-04-01"), days, &platforms) {
+        for (date, platform) in date_platform_pairs(day("2024-04-01"), &range) {
             let item = json!({"query_date_platform": [date.to_string(), platform.as_str()]});
             assert_eq!(
                 Event::try_from(item).unwrap(),

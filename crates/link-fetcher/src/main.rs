@@ -3,11 +3,12 @@
 // The nested futures of the fetch (SQS, sqlx, reqwest) exceed the default layout depth.
 #![recursion_limit = "256"]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
+use hls_core::audit::render_table;
 use hls_core::catalogue::Platform;
 use hls_core::day_fetch::Deadline;
 use hls_core::logging;
@@ -38,9 +39,34 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compares each day of the catalogue with what was recorded and queued,
+    /// and prints one JSON line per (day, platform); a table too on a terminal.
+    /// Exit status 3 with --fail-on-missing when anything is missing, 1 when a
+    /// day could not be read completely.
+    Audit {
+        /// The first day, YYYY-MM-DD.
+        #[arg(long, value_parser = parse_date)]
+        from: NaiveDate,
+        /// The last day (included); `--from` when absent.
+        #[arg(long, value_parser = parse_date)]
+        to: Option<NaiveDate>,
+        /// One platform (S2A, S2B, S2C); each of them when absent.
+        #[arg(long)]
+        platform: Option<Platform>,
+        /// Record and queue the missing products (found by `audit`), after
+        /// sending the messages still owed. Without it nothing is written.
+        #[arg(long)]
+        requeue: bool,
+        /// Exit with status 3 when any product is missing.
+        #[arg(long)]
+        fail_on_missing: bool,
+    },
     /// Applies the database schema (idempotent).
     Migrate,
 }
+
+/// `audit --fail-on-missing` found products missing.
+const EXIT_MISSING: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -51,7 +77,7 @@ async fn main() -> ExitCode {
         run_command(Cli::parse().command).await
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "link-fetcher failed");
             eprintln!("link-fetcher: {error:#}");
@@ -60,7 +86,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_lambda() -> anyhow::Result<()> {
+async fn run_lambda() -> anyhow::Result<ExitCode> {
     let deps = Dependencies::from_env().await?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
@@ -69,10 +95,11 @@ async fn run_lambda() -> anyhow::Result<()> {
         })
     }))
     .await
-    .map_err(|e| anyhow::anyhow!(e))
+    .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn run_command(command: Command) -> anyhow::Result<()> {
+async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Fetch {
             date,
@@ -96,12 +123,47 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             let summary = deps.fetch(date, platform, Deadline::none()).await?;
             print_line(&summary);
         }
+        Command::Audit {
+            from,
+            to,
+            platform,
+            requeue,
+            fail_on_missing,
+        } => {
+            let to = to.unwrap_or(from);
+            anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+            let days = (to - from).num_days() + 1;
+            anyhow::ensure!(
+                days <= link_fetcher::MAX_DAYS as i64,
+                "{days} days: audit at most {} at once",
+                link_fetcher::MAX_DAYS
+            );
+            let dates: Vec<NaiveDate> = from.iter_days().take(days as usize).collect();
+            let platforms = platform.map_or(Platform::ALL.to_vec(), |p| vec![p]);
+            let deps = Dependencies::from_env().await?;
+            let lines = deps
+                .audit(&dates, &platforms, requeue, Deadline::none(), print_line)
+                .await?;
+            if std::io::stderr().is_terminal() {
+                eprint!("{}", render_table(&lines));
+            }
+            let incomplete = lines.iter().filter(|l| !l.complete).count();
+            if incomplete > 0 {
+                anyhow::bail!(
+                    "{incomplete} (day, platform) could not be read completely from the catalogue; \
+                     their lines say why"
+                );
+            }
+            if fail_on_missing && lines.iter().any(|l| l.missing > 0) {
+                return Ok(ExitCode::from(EXIT_MISSING));
+            }
+        }
         Command::Migrate => {
             migrate_from_env().await?;
             print_line(&serde_json::json!({"migrated": true}));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_line(value: &impl serde::Serialize) {

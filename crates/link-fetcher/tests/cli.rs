@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use integration_tests::catalogue_stub::{CatalogueStub, synthetic_day};
+use integration_tests::catalogue_stub::{CatalogueStub, Fault, synthetic_day};
 use integration_tests::{TestDatabase, TestQueue};
 use serde_json::Value;
 
@@ -236,4 +236,201 @@ async fn errors_exit_non_zero_and_say_what_is_wrong() {
         );
         assert!(output.stdout.is_empty(), "{args:?}");
     }
+}
+
+/// The EMF lines among `stderr`'s, each checked against the specification:
+/// <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
+fn emf_lines(output: &Output) -> Vec<Value> {
+    const UNITS: [&str; 27] = [
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    ];
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter(|line| line.contains("\"_aws\""))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    for line in &lines {
+        let root = line.as_object().expect("an EMF line is a JSON object");
+        let aws = &line["_aws"];
+        assert!(
+            aws["Timestamp"]
+                .as_i64()
+                .is_some_and(|t| t > 1_600_000_000_000),
+            "{line}"
+        );
+        let directives = aws["CloudWatchMetrics"]
+            .as_array()
+            .expect("CloudWatchMetrics");
+        assert!(!directives.is_empty(), "{line}");
+        for directive in directives {
+            let namespace = directive["Namespace"].as_str().expect("Namespace");
+            assert!(!namespace.is_empty() && namespace.len() <= 256, "{line}");
+            for set in directive["Dimensions"].as_array().expect("Dimensions") {
+                let set = set.as_array().expect("a dimension set is an array");
+                assert!(!set.is_empty() && set.len() <= 30, "{line}");
+                for key in set {
+                    let key = key.as_str().expect("dimension keys are strings");
+                    assert!(
+                        root[key].is_string(),
+                        "dimension {key} has no value: {line}"
+                    );
+                }
+            }
+            let metrics = directive["Metrics"].as_array().expect("Metrics");
+            assert!(!metrics.is_empty() && metrics.len() <= 100, "{line}");
+            for metric in metrics {
+                let name = metric["Name"].as_str().expect("Name");
+                assert!(!name.is_empty() && name.len() <= 1024, "{line}");
+                let unit = metric["Unit"].as_str().expect("Unit");
+                assert!(UNITS.contains(&unit), "unit {unit}: {line}");
+                assert!(root[name].is_number(), "metric {name} has no value: {line}");
+            }
+        }
+    }
+    lines
+}
+
+/// The value of metric `name` in the EMF line for `platform` and `path`.
+fn metric(lines: &[Value], platform: &str, path: &str, name: &str) -> Option<f64> {
+    lines
+        .iter()
+        .find(|l| l["platform"] == platform && l["path"] == path && l.get(name).is_some())
+        .and_then(|l| l[name].as_f64())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_compares_each_platform_emits_valid_metrics_and_fails_on_missing() {
+    let day = day_in_stub().await;
+    let (db, queue) = tokio::join!(TestDatabase::migrated(), TestQueue::new());
+    let with_services = |command: &mut Command| {
+        command
+            .env("DATABASE_URL", db.url())
+            .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
+            .env("CATALOGUE_PAGE_SIZE", "10")
+            .env("CATALOGUE_MAX_ATTEMPTS", "2")
+            .env("CATALOGUE_RETRY_BASE_MS", "10")
+            .env("METRICS_EMF", "on")
+            .env("METRICS_NAMESPACE", "HLS/Test");
+    };
+    // S2B is fetched; S2A and S2C are not.
+    let mut fetch = command(&day.stub, &day.tiles);
+    with_services(&mut fetch);
+    fetch.args(["fetch", "--date", "2024-04-01", "--platform", "S2B"]);
+    let output = run(fetch).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let fetched = lines(&output)[0]["new_granules"].as_i64().unwrap();
+    let emf = emf_lines(&output);
+    assert_eq!(
+        metric(&emf, "S2B", "poll", "NewGranules"),
+        Some(fetched as f64)
+    );
+    assert_eq!(metric(&emf, "S2B", "poll", "ProductsExamined"), Some(33.0));
+    assert!(metric(&emf, "S2B", "poll", "QueueDelayP99").is_some());
+    assert_eq!(metric(&emf, "all", "outbox", "OldestUnsentAge"), Some(0.0));
+    assert!(
+        emf.iter()
+            .all(|l| l["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "HLS/Test")
+    );
+    queue.drain(std::time::Duration::from_millis(300)).await;
+
+    let mut audit = command(&day.stub, &day.tiles);
+    with_services(&mut audit);
+    audit.args(["audit", "--from", "2024-04-01", "--fail-on-missing"]);
+    let output = run(audit).await;
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let audited = lines(&output);
+    let platforms: Vec<&str> = audited
+        .iter()
+        .map(|l| l["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["S2A", "S2B", "S2C"]);
+    assert!(audited.iter().all(|l| l["complete"] == true));
+    assert_eq!(audited[1]["missing"], 0);
+    assert_eq!(audited[1]["recorded"], fetched);
+    let missing: i64 = audited.iter().map(|l| l["missing"].as_i64().unwrap()).sum();
+    assert_eq!(missing as usize, day.allowed.len() - fetched as usize);
+    let emf = emf_lines(&output);
+    assert_eq!(
+        metric(&emf, "S2A", "audit", "StillMissing"),
+        audited[0]["missing"].as_f64()
+    );
+    assert_eq!(metric(&emf, "S2B", "audit", "StillMissing"), Some(0.0));
+    assert_eq!(metric(&emf, "S2C", "audit", "AuditIncomplete"), Some(0.0));
+    // Without --requeue nothing was written or sent.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM granule")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, fetched);
+    assert!(
+        queue
+            .drain(std::time::Duration::from_millis(300))
+            .await
+            .by_id
+            .is_empty()
+    );
+
+    // The catalogue refuses S2A's second page: that line is incomplete, and the run fails.
+    day.stub.inject([
+        Fault::Pass,
+        Fault::Status(400, r#"{"detail": {"message": "Invalid filter"}}"#.into()),
+    ]);
+    let mut audit = command(&day.stub, &day.tiles);
+    with_services(&mut audit);
+    audit.args(["audit", "--from", "2024-04-01", "--to", "2024-04-01"]);
+    let output = run(audit).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be read completely"), "{stderr}");
+    let audited = lines(&output);
+    assert_eq!(audited[0]["complete"], false);
+    assert!(
+        audited[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400: Invalid filter"),
+        "{}",
+        audited[0]
+    );
+    assert!(audited[1..].iter().all(|l| l["complete"] == true));
+    assert_eq!(
+        metric(&emf_lines(&output), "S2A", "audit", "AuditIncomplete"),
+        Some(1.0)
+    );
 }
