@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-.PHONY: help install lint format test bench
+.PHONY: help install lint format test bench soak fuzz
 
 help:
 	@echo "make install        moto_server and cfn-lint (PyPI), rustfmt/clippy, cargo-lambda, the infra npm packages"
@@ -10,6 +10,8 @@ help:
 	@echo "make lint           cargo fmt --check and clippy -D warnings"
 	@echo "make format         cargo fmt"
 	@echo "make bench          benchmarks against Postgres and moto (see BENCHMARKS.md)"
+	@echo "make soak           5 minutes of load while Postgres, the queue and the fetcher fail; checks the history (RELIABILITY.md; SOAK_ARGS=...)"
+	@echo "make fuzz           the parsers' property tests with 100,000 inputs each (FUZZ_CASES=...)"
 	@echo "make build          both functions for Lambda with cargo-lambda (ARCH=arm64|x86_64)"
 	@echo "make synth          offline cdk synth (STAGE=dev)"
 	@echo "make deploy         build and cdk deploy (STAGE=...)"
@@ -31,5 +33,11 @@ test:
 
 bench:
 	scripts/bench.sh
+
+soak:
+	scripts/soak.sh $(SOAK_ARGS)
+
+fuzz:
+	scripts/fuzz.sh
 
 include infra/infra.mk

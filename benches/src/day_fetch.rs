@@ -85,6 +85,8 @@ fn products(count: usize) -> (Vec<serde_json::Value>, usize) {
 pub struct Run {
     pub page_delay_ms: u64,
     pub fetch_wall_s: f64,
+    /// `link-fetcher audit` of the same day, right after the fetch.
+    pub audit_wall_s: f64,
     pub fetch_cpu_s: f64,
     pub fetch_peak_rss_mib: f64,
     pub catalogue_requests: usize,
@@ -120,6 +122,7 @@ pub struct Report {
     pub page_delay_ms: u64,
     pub runs: Vec<Run>,
     pub wall_s: Figure,
+    pub audit_wall_s: Figure,
     pub products_per_s: Figure,
     pub cpu_s: Figure,
     pub cpu_us_per_product: Figure,
@@ -185,6 +188,7 @@ impl Bench {
             page_size: 1_000,
             page_delay_ms: delay.as_millis() as u64,
             wall_s: figure("s", |r| r.fetch_wall_s),
+            audit_wall_s: figure("s", |r| r.audit_wall_s),
             products_per_s: Figure::of(
                 "products/s",
                 runs.iter().map(|r| n / r.fetch_wall_s).collect(),
@@ -242,8 +246,36 @@ impl Bench {
         // the fetch and is not waited for (moto takes as long again to hand
         // the messages out).
         let drained = drainer.finish(0, Duration::ZERO).await?;
-        delete_queue(&queue).await;
         let queries = self.stub.queries();
+
+        // The audit of the same day, just fetched: the whole day read again and
+        // compared with the rows (nothing missing, nothing written).
+        let mut command = Command::new(&settings.fetcher);
+        command
+            .args(["audit", "--from", DAY, "--platform", "S2A"])
+            .env("SEARCH_URL", self.stub.url())
+            .env("DATABASE_URL", db.url())
+            .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
+            .env_remove("AWS_LAMBDA_RUNTIME_API");
+        let log = settings
+            .out_dir
+            .join(format!("audit-{}ms-{run}.log", delay.as_millis()));
+        let audited = run_to_exit(command, &log).await?;
+        let line: serde_json::Value = serde_json::from_str(
+            audited
+                .stdout
+                .lines()
+                .last()
+                .context("link-fetcher audit printed no line")?,
+        )?;
+        ensure!(
+            line["complete"] == true
+                && line["catalogue_products"] == self.products
+                && line["recorded"] == self.on_allowed
+                && line["missing"] == 0,
+            "unexpected audit line {line}"
+        );
+        delete_queue(&queue).await;
         drop(db);
 
         // The catalogue alone: the same pages, with the same delay, one after the other.
@@ -316,6 +348,7 @@ impl Bench {
         Ok(Run {
             page_delay_ms: delay.as_millis() as u64,
             fetch_wall_s: exited.wall.as_secs_f64(),
+            audit_wall_s: audited.wall.as_secs_f64(),
             fetch_cpu_s: exited.cpu.as_secs_f64(),
             fetch_peak_rss_mib: exited.peak_rss_kib as f64 / 1024.0,
             catalogue_requests: queries.len(),

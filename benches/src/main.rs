@@ -238,6 +238,10 @@ fn markdown(settings: &Settings, results: &Results) -> String {
             r.wall_s.show()
         ));
         line(format!(
+            "| `link-fetcher audit` of the same day, after the fetch | {} |",
+            r.audit_wall_s.show()
+        ));
+        line(format!(
             "| products per second | {} |",
             r.products_per_s.show()
         ));
@@ -253,11 +257,11 @@ fn markdown(settings: &Settings, results: &Results) -> String {
             r.stage_catalogue_s.show()
         ));
         line(format!(
-            "| stage alone: Postgres, `record_and_queue` per page, no-op queue | {} |",
+            "| stage alone: Postgres, the hand-off per page (rows, outbox, sent marks), no-op queue | {} |",
             r.stage_postgres_s.show()
         ));
         line(format!(
-            "| stage alone: SQS (moto), `SqsQueue::send` per page | {} |",
+            "| stage alone: SQS (moto), `SqsQueue::send_batch` per page, 8 at once | {} |",
             r.stage_sqs_s.show()
         ));
         line(format!(

@@ -212,7 +212,24 @@ pub async fn secret_fields<const N: usize>(
 /// fast: 3 s to connect, `AWS_ATTEMPT_TIMEOUT_SECONDS` (default 10) per attempt
 /// (SQS answers in milliseconds; a loaded local moto can take longer).
 pub async fn aws_config() -> Result<SdkConfig, ConfigError> {
-    let attempt_timeout = Duration::from_secs(optional("AWS_ATTEMPT_TIMEOUT_SECONDS", 10)?);
+    aws_config_with(DEFAULT_ATTEMPT_TIMEOUT_SECONDS).await
+}
+
+/// `AWS_ATTEMPT_TIMEOUT_SECONDS`'s default for [`aws_config`].
+pub const DEFAULT_ATTEMPT_TIMEOUT_SECONDS: u64 = 10;
+
+/// [`aws_config`] with another default attempt timeout: the push endpoint must
+/// answer within its 25 s, and the SDK makes up to three attempts, so a queue
+/// that hangs must fail its attempts sooner there.
+pub async fn aws_config_with(default_attempt_seconds: u64) -> Result<SdkConfig, ConfigError> {
+    let seconds: u64 = optional("AWS_ATTEMPT_TIMEOUT_SECONDS", default_attempt_seconds)?;
+    if seconds == 0 {
+        return Err(ConfigError::Malformed {
+            name: "AWS_ATTEMPT_TIMEOUT_SECONDS",
+            reason: "0: an attempt needs some time".into(),
+        });
+    }
+    let attempt_timeout = Duration::from_secs(seconds);
     Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()

@@ -108,7 +108,19 @@ pub fn short(value: &str, max: usize) -> String {
 }
 
 pub fn short_json(value: &Value) -> String {
-    short(&value.to_string(), 200)
+    // JSON leaves DEL and the C1 controls (U+0080-U+009F) unescaped; a log line must not carry them.
+    let text: String = value
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    short(&text, 200)
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const REALM: &str = "Basic realm=\"hls-s2-downloader\", charset=\"UTF-8\"";
 /// Lambda runs many environments at once, each with its own pool.
 const DEFAULT_POOL_CONNECTIONS: u32 = 2;
+/// `AWS_ATTEMPT_TIMEOUT_SECONDS`'s default here: three SQS attempts (the SDK's
+/// retries) must end well within the function's 25 s, or a hanging queue would
+/// time the request out instead of answering 503.
+pub const ATTEMPT_TIMEOUT_SECONDS: u64 = 3;
 /// How long a redelivery waits for another request that holds the granule's
 /// owed message to send it, before answering 503 so that CDSE tries again.
 pub const REDELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -216,7 +220,7 @@ impl Subscription<SqsQueue> {
     pub async fn from_env() -> anyhow::Result<Self> {
         // Credentials first: without them the function must not start, whatever else is set.
         let source = CredentialSource::from_env()?;
-        let aws = config::aws_config().await?;
+        let aws = config::aws_config_with(ATTEMPT_TIMEOUT_SECONDS).await?;
         let credentials = Credentials::load(&source, &aws).await?;
         let queue_url = config::queue_url()?;
         let max_acquisition_age = config::max_acquisition_age()?;

@@ -155,7 +155,7 @@ async fn killed_after_the_commit_and_before_the_send_then_redelivered() {
     sqs.set_mode(Mode::Pass);
     let server = Server::start(&db, &sqs);
     assert_eq!(server.deliver(body.clone()).await, 204);
-    assert_eq!(sqs.accepted(), [id.clone()]);
+    assert_eq!(sqs.accepted(), std::slice::from_ref(&id));
     assert_eq!(owed(&db).await, 0);
     // Another redelivery sends nothing more.
     assert_eq!(server.deliver(body).await, 204);

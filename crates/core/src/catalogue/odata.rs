@@ -202,7 +202,10 @@ pub fn parse_page(body: &[u8]) -> Result<CataloguePage, CatalogueError> {
     let count = match json.get("@odata.count") {
         None | Some(Value::Null) => None,
         Some(value) => Some(value.as_i64().ok_or_else(|| {
-            CatalogueError::Malformed(format!("@odata.count {value} is not an integer"))
+            CatalogueError::Malformed(format!(
+                "@odata.count {} is not an integer",
+                short_json(value)
+            ))
         })?),
     };
     Ok(CataloguePage {
