@@ -632,3 +632,47 @@ async fn a_page_that_would_answer_after_the_stop_point_is_not_waited_for_nor_rec
     let drained = h.queue.drain(Duration::from_millis(500)).await;
     assert_eq!(drained.by_id.into_keys().collect::<BTreeSet<_>>(), all);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_settle_window_counts_from_when_the_page_was_requested() {
+    let mut h = harness(100).await;
+    h.deps.search.options.settle_time = Duration::from_secs(2);
+    let now = Utc::now();
+    let today = now.date_naive();
+    let midnight = today.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let acquired = now - chrono::Duration::days(1);
+    let product = |id: &str, serial: u32, published: DateTime<Utc>| {
+        fixtures::odata_product(
+            id,
+            &fixtures::product_name("S2A", "54PXA", acquired, serial),
+            published,
+            acquired,
+        )
+    };
+    // One long settled, one published just before the request. The page takes 4 s
+    // to answer: measured from the answer, the second would look settled too.
+    h.stub.add_products([
+        product(
+            "settled",
+            1,
+            (now - chrono::Duration::minutes(10)).max(midnight),
+        ),
+        product(
+            "recent",
+            2,
+            (now - chrono::Duration::milliseconds(500)).max(midnight),
+        ),
+    ]);
+    h.stub.set_page_delay(Duration::from_secs(4));
+    let summary = h
+        .deps
+        .fetch(today, Some(Platform::S2A), Deadline::none())
+        .await
+        .unwrap();
+    assert!(summary.completed);
+    // Both recorded and queued; the cursor stops before the recent one, so the next
+    // run reads it again (and anything that appears late behind it).
+    assert_eq!(summary.new_granules, 2);
+    assert_eq!(summary.examined, 1, "{summary:?}");
+    assert_eq!(drained_ids(&h.queue).await.len(), 2);
+}
