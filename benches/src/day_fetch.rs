@@ -210,6 +210,24 @@ impl Bench {
         })
     }
 
+    /// `link-fetcher <args>` against this catalogue, `db` and `queue`.
+    fn fetcher(
+        &self,
+        settings: &Settings,
+        db: &TestDatabase,
+        queue: &TestQueue,
+        args: &[&str],
+    ) -> Command {
+        let mut command = Command::new(&settings.fetcher);
+        command
+            .args(args)
+            .env("SEARCH_URL", self.stub.url())
+            .env("DATABASE_URL", db.url())
+            .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
+            .env_remove("AWS_LAMBDA_RUNTIME_API");
+        command
+    }
+
     async fn run(&self, settings: &Settings, delay: Duration, run: usize) -> anyhow::Result<Run> {
         self.stub.set_page_delay(delay);
         self.stub.reset_requests();
@@ -218,13 +236,12 @@ impl Bench {
         let db = TestDatabase::migrated().await;
         let queue = TestQueue::new().await;
         let drainer = Drainer::start(&queue.client, &queue.url, DRAIN_WORKERS);
-        let mut command = Command::new(&settings.fetcher);
-        command
-            .args(["fetch", "--date", DAY, "--platform", "S2A"])
-            .env("SEARCH_URL", self.stub.url())
-            .env("DATABASE_URL", db.url())
-            .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
-            .env_remove("AWS_LAMBDA_RUNTIME_API");
+        let command = self.fetcher(
+            settings,
+            &db,
+            &queue,
+            &["fetch", "--date", DAY, "--platform", "S2A"],
+        );
         let log = settings
             .out_dir
             .join(format!("fetch-{}ms-{run}.log", delay.as_millis()));
@@ -250,13 +267,12 @@ impl Bench {
 
         // The audit of the same day, just fetched: the whole day read again and
         // compared with the rows (nothing missing, nothing written).
-        let mut command = Command::new(&settings.fetcher);
-        command
-            .args(["audit", "--from", DAY, "--platform", "S2A"])
-            .env("SEARCH_URL", self.stub.url())
-            .env("DATABASE_URL", db.url())
-            .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
-            .env_remove("AWS_LAMBDA_RUNTIME_API");
+        let command = self.fetcher(
+            settings,
+            &db,
+            &queue,
+            &["audit", "--from", DAY, "--platform", "S2A"],
+        );
         let log = settings
             .out_dir
             .join(format!("audit-{}ms-{run}.log", delay.as_millis()));

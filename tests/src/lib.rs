@@ -331,3 +331,18 @@ impl Downloader {
         self.task.await.expect("the downloader task")
     }
 }
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after 30 s.
+pub async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..1_500 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -69,6 +69,20 @@ impl App {
         self.post(json.to_string()).await
     }
 
+    /// Posts every body at once, with the right credentials; each must get `204`.
+    async fn post_all_at_once(&self, bodies: Vec<String>) {
+        let statuses = futures::future::join_all(bodies.into_iter().map(|body| {
+            let request = events_request(body, Some(&basic(USERNAME, PASSWORD)));
+            let router = self.router.clone();
+            async move { send(&router, request).await.0 }
+        }))
+        .await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::NO_CONTENT),
+            "{statuses:?}"
+        );
+    }
+
     async fn rows(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM granule")
             .fetch_one(&self.db.pool)
@@ -202,16 +216,7 @@ async fn fifty_concurrent_deliveries_give_one_row_and_one_message() {
     let app = App::new().await;
     let (id, notification) = notification_for("31UFU", recent());
     let body = notification.to_string();
-    let statuses = futures::future::join_all((0..50).map(|_| {
-        let request = events_request(body.clone(), Some(&basic(USERNAME, PASSWORD)));
-        let router = app.router.clone();
-        async move { send(&router, request).await.0 }
-    }))
-    .await;
-    assert!(
-        statuses.iter().all(|s| *s == StatusCode::NO_CONTENT),
-        "{statuses:?}"
-    );
+    app.post_all_at_once(vec![body; 50]).await;
     assert_eq!(app.rows().await, 1);
     let drained = app.queue.drain(DRAIN_IDLE).await;
     assert_eq!(drained.by_id.keys().collect::<Vec<_>>(), [&id]);
@@ -224,16 +229,8 @@ async fn a_downloader_that_looks_each_row_up_at_once_finds_every_pushed_row() {
     let notifications: Vec<(String, Value)> = (0..50)
         .map(|_| notification_for("31UFU", recent()))
         .collect();
-    let statuses = futures::future::join_all(notifications.iter().map(|(_, notification)| {
-        let request = events_request(notification.to_string(), Some(&basic(USERNAME, PASSWORD)));
-        let router = app.router.clone();
-        async move { send(&router, request).await.0 }
-    }))
-    .await;
-    assert!(
-        statuses.iter().all(|s| *s == StatusCode::NO_CONTENT),
-        "{statuses:?}"
-    );
+    app.post_all_at_once(notifications.iter().map(|(_, n)| n.to_string()).collect())
+        .await;
     let lookups = downloader.finish().await;
     assert!(
         lookups.not_found.is_empty(),

@@ -14,9 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use integration_tests::TestDatabase;
 use integration_tests::catalogue_stub::{CatalogueStub, synthetic_day};
 use integration_tests::sqs_stub::{Mode, SqsStub};
+use integration_tests::{TestDatabase, wait_for};
 use sqlx::{Connection, Executor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_link-fetcher");
@@ -164,21 +164,6 @@ impl Rig {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Polls `condition` every 20 ms for up to 30 s.
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1_500 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 async fn kill(mut child: Child) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use integration_tests::sqs_stub::{Mode, SqsStub};
-use integration_tests::{TestDatabase, fixtures, random_suffix};
+use integration_tests::{TestDatabase, fixtures, random_suffix, wait_for};
 use sqlx::{Connection, Executor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_link-subscription-handler");
@@ -88,20 +88,6 @@ fn new_notification() -> (String, String) {
     let name = fixtures::product_name("S2B", "28PHQ", acquired, 7);
     let body = fixtures::push_created_for(&id, &name, Utc::now(), acquired).to_string();
     (id, body)
-}
-
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1_500 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 async fn owed(db: &TestDatabase) -> i64 {
