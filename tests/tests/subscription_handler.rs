@@ -141,6 +141,14 @@ fn notification_for(tile: &str, acquired: DateTime<Utc>) -> (String, Value) {
     (id, notification)
 }
 
+/// The granule a `created` notification carries.
+fn created_granule(notification: &Value) -> hls_core::Granule {
+    match hls_core::notification::ProductNotification::from_json(notification).unwrap() {
+        hls_core::notification::ProductNotification::Created(granule) => granule,
+        other => panic!("not a created notification: {other:?}"),
+    }
+}
+
 fn recent() -> DateTime<Utc> {
     Utc::now() - chrono::Duration::hours(2)
 }
@@ -189,11 +197,7 @@ async fn the_real_notification_is_recorded_and_queued_once_with_the_exact_messag
 async fn a_product_the_polling_already_recorded_is_not_queued_again() {
     let app = App::new().await;
     let (id, notification) = notification_for("28PHQ", recent());
-    let hls_core::notification::ProductNotification::Created(granule) =
-        hls_core::notification::ProductNotification::from_json(&notification).unwrap()
-    else {
-        panic!("created");
-    };
+    let granule = created_granule(&notification);
     Handoff::new(
         GranuleStore::new(app.db.pool.clone()),
         app.queue.sqs_queue(),
@@ -416,11 +420,7 @@ async fn queue_unavailable_gets_503_and_the_redelivery_sends_exactly_one_message
 async fn a_redelivery_while_a_dead_sender_holds_the_message_gets_503_then_sends_it_once() {
     let app = App::new().await;
     let (id, notification) = notification_for("28PHQ", recent());
-    let hls_core::notification::ProductNotification::Created(granule) =
-        hls_core::notification::ProductNotification::from_json(&notification).unwrap()
-    else {
-        panic!("created");
-    };
+    let granule = created_granule(&notification);
     // A request that recorded the product and died before sending (its Lambda was killed).
     GranuleStore::new(app.db.pool.clone())
         .record_new(&[&granule], FoundBy::Push, LEASE * 3)

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::catalogue::{Catalogue, DayQuery};
 use crate::day_fetch::{
-    Deadline, FetchOptions, Fetched, cursor_after, fetch_page, seconds_between,
+    DayFetchError, Deadline, FetchOptions, Fetched, cursor_after, fetch_page, seconds_between,
 };
 use crate::granule::Granule;
 use crate::metrics::{Metric, median_and_p99};
@@ -162,8 +162,8 @@ pub async fn read_day<C: Catalogue>(
                 day.error = Some("the deadline came before the day was read".into());
                 return day;
             }
-            Fetched::Failed(error) => {
-                day.error = Some(format!("catalogue, after {attempts} attempt(s): {error}"));
+            Fetched::Failed(source) => {
+                day.error = Some(DayFetchError::Catalogue { attempts, source }.to_string());
                 return day;
             }
         };
@@ -182,12 +182,11 @@ pub async fn read_day<C: Catalogue>(
             return day;
         }
         if next.skip > i64::from(options.max_skip) {
-            day.error = Some(format!(
-                "more than {} products were published at {}: the catalogue's $skip cap \
-                 does not allow paging past them",
-                options.max_skip,
-                crate::catalogue::odata::odata_timestamp(next.publication_date)
-            ));
+            let cap = DayFetchError::SkipCap {
+                at: crate::catalogue::odata::odata_timestamp(next.publication_date),
+                max: options.max_skip,
+            };
+            day.error = Some(cap.to_string());
             return day;
         }
         cursor = next;

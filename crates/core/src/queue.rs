@@ -80,6 +80,10 @@ impl SqsQueue {
     }
 
     async fn send_entries(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
+        debug_assert!(messages.len() <= SQS_BATCH_SIZE);
+        if messages.is_empty() {
+            return Ok(());
+        }
         // Entry ids only need to be unique within one call: use the position.
         let mut pending: Vec<(usize, String)> = messages
             .iter()
@@ -162,10 +166,6 @@ impl SqsQueue {
 
 impl DownloadQueue for SqsQueue {
     async fn send_batch(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
-        debug_assert!(messages.len() <= SQS_BATCH_SIZE);
-        if messages.is_empty() {
-            return Ok(());
-        }
         self.send_entries(messages).await
     }
 

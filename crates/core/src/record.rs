@@ -120,9 +120,8 @@ impl<Q: DownloadQueue> Handoff<Q> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let inserted = self.store.record_new(&batch, found_by, self.lease).await?;
+        let mut inserted = self.store.record_new(&batch, found_by, self.lease).await?;
         // RETURNING keeps no order; both lists are sorted by id.
-        let mut inserted: Vec<String> = inserted;
         inserted.sort_unstable();
         let new: Vec<Granule> = batch
             .into_iter()
