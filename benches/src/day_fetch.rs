@@ -8,10 +8,10 @@ use anyhow::{Context, ensure};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt, stream};
-use hls_core::catalogue::odata::parse_page;
-use hls_core::granule::DownloadMessage;
-use hls_core::queue::MAX_BATCH;
-use hls_core::record::DEFAULT_LEASE;
+use hls_core::adapters::catalogue::odata::parse_page;
+use hls_core::adapters::queue::MAX_BATCH;
+use hls_core::domain::granule::DownloadMessage;
+use hls_core::use_cases::handoff::DEFAULT_LEASE;
 use hls_core::{
     BatchError, DownloadQueue, FoundBy, Granule, GranuleStore, Handoff, SqsQueue, TileSet,
 };
@@ -347,8 +347,13 @@ impl Bench {
         // Postgres's own ceiling: one bare multi-row insert of the same rows.
         let db = TestDatabase::migrated().await;
         let started = Instant::now();
-        hls_core::store::record_new_granules(&db.pool, &granules, FoundBy::Poll, DEFAULT_LEASE)
-            .await?;
+        hls_core::adapters::store::record_new_granules(
+            &db.pool,
+            &granules,
+            FoundBy::Poll,
+            DEFAULT_LEASE,
+        )
+        .await?;
         let bare_insert = started.elapsed();
         drop(db);
 

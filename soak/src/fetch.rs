@@ -74,7 +74,7 @@ impl Catalogue {
             for product in &products {
                 let id = product["Id"].as_str().unwrap().to_owned();
                 let name = product["Name"].as_str().unwrap().to_owned();
-                let tile = hls_core::granule::tile_id_from_name(&name).unwrap_or("");
+                let tile = hls_core::domain::granule::tile_id_from_name(&name).unwrap_or("");
                 if self.tiles.contains(tile) {
                     allowed.push(Product {
                         id,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use hls_core::notification::{NotifiedProduct, readdress_created};
+use hls_core::domain::notification::{NotifiedProduct, readdress_created};
 use rand::RngExt;
 use serde_json::Value;
 

@@ -387,7 +387,7 @@ fn restamp(
     product["PublicationDate"] = fixtures::timestamp(published).into();
     product["ContentDate"]["Start"] = fixtures::timestamp(acquired).into();
     product["ContentDate"]["End"] = fixtures::timestamp(acquired).into();
-    let tile = hls_core::granule::tile_id_from_name(name).unwrap_or("");
+    let tile = hls_core::domain::granule::tile_id_from_name(name).unwrap_or("");
     for attribute in product["Attributes"].as_array_mut().into_iter().flatten() {
         match attribute["Name"].as_str() {
             Some("tileId") => attribute["Value"] = tile.into(),

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use hls_core::catalogue::ODataCatalogue;
-use hls_core::day_fetch::{FetchOptions, RetryPolicy};
-use hls_core::metrics::Metrics;
+use hls_core::adapters::catalogue::ODataCatalogue;
+use hls_core::adapters::metrics::Metrics;
+use hls_core::use_cases::day_fetch::{FetchOptions, RetryPolicy};
 use hls_core::{GranuleStore, Handoff, TileSet};
 use lambda_runtime::{Context, LambdaEvent};
 use link_fetcher::{Dependencies, Search, handle};

@@ -1,7 +1,7 @@
 //! Real CDSE payloads (copied from `../shared/fixtures`) and larger cases built from them.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use hls_core::notification::{NotifiedProduct, readdress_created};
+use hls_core::domain::notification::{NotifiedProduct, readdress_created};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -61,7 +61,7 @@ pub fn odata_product(
     acquired: DateTime<Utc>,
 ) -> Value {
     let mut product = odata_page()["value"][0].clone();
-    let tile = hls_core::granule::tile_id_from_name(name)
+    let tile = hls_core::domain::granule::tile_id_from_name(name)
         .unwrap_or("")
         .to_owned();
     product["Id"] = id.into();

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use hls_core::audit::DayAudit;
-use hls_core::catalogue::Platform;
-use hls_core::day_fetch::Deadline;
+use hls_core::adapters::catalogue::Platform;
+use hls_core::use_cases::audit::DayAudit;
+use hls_core::use_cases::day_fetch::Deadline;
 use hls_core::{FoundBy, Granule, GranuleStore, Handoff};
 use integration_tests::catalogue_stub::synthetic_day;
 use integration_tests::fetcher::{Harness, allowed_ids, day, drained_ids, harness, tiles};
@@ -161,7 +161,7 @@ async fn found_by_and_queue_delays_tell_push_from_poll() {
     let pushed: Vec<Granule> = products[..20]
         .iter()
         .map(|p| {
-            hls_core::catalogue::odata::parse_page(
+            hls_core::adapters::catalogue::odata::parse_page(
                 serde_json::json!({ "value": [p] }).to_string().as_bytes(),
             )
             .unwrap()

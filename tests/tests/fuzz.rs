@@ -22,9 +22,9 @@ use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE};
 use chrono::Utc;
-use hls_core::catalogue::odata::parse_page;
-use hls_core::catalogue::{CatalogueError, CataloguePage};
-use hls_core::notification::{NotificationError, Problem, ProductNotification};
+use hls_core::adapters::catalogue::odata::parse_page;
+use hls_core::adapters::catalogue::{CatalogueError, CataloguePage};
+use hls_core::domain::notification::{NotificationError, Problem, ProductNotification};
 use hls_core::{Granule, GranuleStore, Handoff, Password, SqsQueue, TileSet};
 use integration_tests::fixtures;
 use link_subscription_handler::{Credentials, Subscription, router};
@@ -501,7 +501,7 @@ fn notifications_structured() {
                 prop_assert!(granule.filename.chars().count() <= 256);
                 prop_assert!(granule.download_url.chars().count() <= 256);
                 prop_assert!(granule.size >= 0);
-                prop_assert!(hls_core::granule::is_tile_id(&granule.tile_id));
+                prop_assert!(hls_core::domain::granule::is_tile_id(&granule.tile_id));
             }
             // One field removed or retyped: exactly what that field calls for.
             if let ([mutation], [true]) = (&mutations[..], &changed[..]) {

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hls_core::catalogue::Platform;
-use hls_core::day_fetch::{DaySummary, Deadline};
+use hls_core::adapters::catalogue::Platform;
+use hls_core::use_cases::day_fetch::{DaySummary, Deadline};
 use hls_core::{GranuleStore, Handoff};
 use integration_tests::catalogue_stub::{Fault, synthetic_day};
 use integration_tests::fetcher::{

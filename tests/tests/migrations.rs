@@ -2,7 +2,7 @@
 
 use chrono::NaiveDate;
 use hls_core::GranuleStore;
-use hls_core::store::MIGRATOR;
+use hls_core::adapters::store::MIGRATOR;
 use integration_tests::TestDatabase;
 use sqlx::PgPool;
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use hls_core::store::MIGRATOR;
+use hls_core::adapters::store::MIGRATOR;
 use hls_core::{
     FetchCursor, FoundBy, Granule, GranuleStore, Handoff, ProductFields, RecordError, SqsQueue,
 };
@@ -549,7 +549,7 @@ fn tile_ids_parse_from_the_real_product_names() {
         .collect();
     let tiles: Vec<Option<&str>> = names
         .iter()
-        .map(|n| hls_core::granule::tile_id_from_name(n))
+        .map(|n| hls_core::domain::granule::tile_id_from_name(n))
         .collect();
     assert_eq!(tiles, [Some("54PXA"), Some("55PBR")]);
     // Each agrees with the product's own tileId attribute.
@@ -561,19 +561,19 @@ fn tile_ids_parse_from_the_real_product_names() {
             .find(|a| a["Name"] == "tileId")
             .unwrap();
         assert_eq!(
-            hls_core::granule::tile_id_from_name(product["Name"].as_str().unwrap()),
+            hls_core::domain::granule::tile_id_from_name(product["Name"].as_str().unwrap()),
             attribute["Value"].as_str()
         );
     }
     let push = fixtures::push_created();
     assert_eq!(
-        hls_core::granule::tile_id_from_name(push["ProductName"].as_str().unwrap()),
+        hls_core::domain::granule::tile_id_from_name(push["ProductName"].as_str().unwrap()),
         Some("28PHQ")
     );
     // Sentinel-1 names carry no MGRS tile.
     let s1 = fixtures::push_modified();
     assert_eq!(
-        hls_core::granule::tile_id_from_name(s1["ProductName"].as_str().unwrap()),
+        hls_core::domain::granule::tile_id_from_name(s1["ProductName"].as_str().unwrap()),
         None
     );
 }

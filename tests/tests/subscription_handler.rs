@@ -143,8 +143,8 @@ fn notification_for(tile: &str, acquired: DateTime<Utc>) -> (String, Value) {
 
 /// The granule a `created` notification carries.
 fn created_granule(notification: &Value) -> hls_core::Granule {
-    match hls_core::notification::ProductNotification::from_json(notification).unwrap() {
-        hls_core::notification::ProductNotification::Created(granule) => granule,
+    match hls_core::domain::notification::ProductNotification::from_json(notification).unwrap() {
+        hls_core::domain::notification::ProductNotification::Created(granule) => granule,
         other => panic!("not a created notification: {other:?}"),
     }
 }

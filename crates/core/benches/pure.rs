@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hls_core::TileSet;
-use hls_core::catalogue::odata::parse_page;
-use hls_core::notification::ProductNotification;
+use hls_core::adapters::catalogue::odata::parse_page;
+use hls_core::domain::notification::ProductNotification;
 use serde_json::Value;
 
 const ODATA_PAGE: &str = include_str!("../../../tests/fixtures/cdse-odata-products-page.json");

@@ -1,27 +1,17 @@
-//! Everything the HLS Sentinel-2 link fetchers share that is not Lambda:
-//! the granule model, the tile set, the store, the queue, the hand-off that ties
-//! them (`record`) and configuration.
+//! Everything the HLS Sentinel-2 link fetchers share that is not Lambda, in
+//! three layers: [`domain`] (pure types and parsing), [`adapters`] (catalogue,
+//! store, queue, secrets, telemetry) and [`use_cases`] (hand-off, day fetch,
+//! audit). [`config`] holds the typed settings pieces the binaries read once.
 
-pub mod audit;
-pub mod catalogue;
+pub mod adapters;
 pub mod config;
-pub mod day_fetch;
-pub mod error_body;
-pub mod granule;
-pub mod logging;
-pub mod metrics;
-pub mod notification;
-pub mod product_entity;
-pub mod queue;
-pub mod record;
-pub mod secret;
-pub mod store;
+pub mod domain;
 pub mod subscriptions;
-pub mod tiles;
+pub mod use_cases;
 
-pub use granule::{Granule, InvalidGranule, ProductFields};
-pub use queue::{BatchError, DownloadQueue, QueueError, SqsQueue};
-pub use record::{Handoff, RecordError, Redelivery};
-pub use secret::Password;
-pub use store::{FetchCursor, FoundBy, GranuleCount, GranuleStore, StoreError};
-pub use tiles::TileSet;
+pub use adapters::queue::{BatchError, DownloadQueue, QueueError, SqsQueue};
+pub use adapters::secret::Password;
+pub use adapters::store::{FetchCursor, FoundBy, GranuleCount, GranuleStore, StoreError};
+pub use domain::granule::{Granule, InvalidGranule, ProductFields};
+pub use domain::tiles::TileSet;
+pub use use_cases::handoff::{Handoff, RecordError, Redelivery};

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use crate::error_body::{error_message, short};
-use crate::secret::Password;
+use crate::adapters::secret::Password;
+use crate::domain::error_body::{error_message, short};
 
 /// The identity service's token endpoint (`CDSE_IDENTITY_URL`'s default).
 pub const DEFAULT_IDENTITY_URL: &str =

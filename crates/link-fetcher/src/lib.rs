@@ -1,18 +1,18 @@
 //! The polling link fetcher: Lambda events and the command line, translated into
-//! calls of [`hls_core::day_fetch::fetch_day`].
+//! calls of [`hls_core::use_cases::day_fetch::fetch_day`].
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use hls_core::audit::{DayAudit, audit_day};
-use hls_core::catalogue::{ODataCatalogue, Platform, odata::DEFAULT_SEARCH_URL};
+use hls_core::adapters::catalogue::{ODataCatalogue, Platform, odata::DEFAULT_SEARCH_URL};
+use hls_core::adapters::metrics::{Metric, Metrics, median_and_p99};
 use hls_core::config::{self, DatabaseSource, PoolSettings, optional};
-use hls_core::day_fetch::{
+use hls_core::use_cases::audit::{DayAudit, audit_day};
+use hls_core::use_cases::day_fetch::{
     DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, StoreRecorder, fetch_day,
 };
-use hls_core::metrics::{Metric, Metrics, median_and_p99};
 use hls_core::{
     FoundBy, Granule, GranuleStore, Handoff, RecordError, SqsQueue, StoreError, TileSet,
-    catalogue::DayQuery,
+    adapters::catalogue::DayQuery,
 };
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
@@ -344,8 +344,12 @@ impl Dependencies {
         let store = store_from_env(&aws).await?;
         Ok(Self {
             search,
-            handoff: Handoff::new(store, queue, hls_core::record::lease_from_env()?),
-            metrics: Metrics::from_env(hls_core::logging::running_in_lambda())?,
+            handoff: Handoff::new(
+                store,
+                queue,
+                hls_core::use_cases::handoff::lease_from_env()?,
+            ),
+            metrics: Metrics::from_env(hls_core::adapters::logging::running_in_lambda())?,
         })
     }
 
@@ -587,7 +591,10 @@ async fn fetch_logged(
         .map_err(|source| HandlerError::Fetch {
             what: format!(
                 "{date} {}",
-                platform.map_or(hls_core::catalogue::ALL_PLATFORMS, Platform::as_str)
+                platform.map_or(
+                    hls_core::adapters::catalogue::ALL_PLATFORMS,
+                    Platform::as_str
+                )
             ),
             source,
         })?;

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use hls_core::audit::render_table;
-use hls_core::catalogue::Platform;
-use hls_core::day_fetch::Deadline;
-use hls_core::logging;
+use hls_core::adapters::catalogue::Platform;
+use hls_core::adapters::logging;
+use hls_core::use_cases::audit::render_table;
+use hls_core::use_cases::day_fetch::Deadline;
 use lambda_runtime::{LambdaEvent, service_fn};
 use link_fetcher::{Dependencies, Search, handle, migrate_from_env, parse_date};
 use serde_json::Value;

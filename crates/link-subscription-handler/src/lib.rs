@@ -4,7 +4,7 @@
 //! server, so the code tested locally is the code deployed. `POST /events`:
 //! Basic auth first, then the body (at most 1 MiB), then the decision:
 //! only `created` products that are recent and on an allowed tile are recorded
-//! and queued once, through the core hand-off (`hls_core::record`): the row
+//! and queued once, through the core hand-off (`hls_core::use_cases::handoff`): the row
 //! commits before its message is sent, and a redelivery sends a message still owed.
 
 pub mod manage;
@@ -22,7 +22,7 @@ use base64::Engine;
 use chrono::Utc;
 pub use hls_core::Password;
 use hls_core::config::{self, ConfigError, DatabaseSource, PoolSettings};
-use hls_core::notification::{NotificationError, ProductNotification, SubscriptionEvent};
+use hls_core::domain::notification::{NotificationError, ProductNotification, SubscriptionEvent};
 use hls_core::{
     DownloadQueue, FoundBy, GranuleStore, Handoff, RecordError, Redelivery, SqsQueue, TileSet,
 };
@@ -228,7 +228,7 @@ impl Subscription<SqsQueue> {
         let options = DatabaseSource::from_env()?.connect_options(&aws).await?;
         let pool = PoolSettings::from_env(DEFAULT_POOL_CONNECTIONS)?.connect_lazy(options);
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url, 1);
-        let lease = hls_core::record::lease_from_env()?;
+        let lease = hls_core::use_cases::handoff::lease_from_env()?;
         Ok(Self {
             credentials,
             handoff: Handoff::new(GranuleStore::new(pool), queue, lease),

@@ -37,8 +37,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hls_core::logging::init();
-    if hls_core::logging::running_in_lambda() {
+    hls_core::adapters::logging::init();
+    if hls_core::adapters::logging::running_in_lambda() {
         let result = run_lambda().await;
         log_failure(&result);
         return result;

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use hls_core::Password;
 use hls_core::config;
-use hls_core::error_body::{error_message, short};
-use hls_core::notification::{NotifiedProduct, readdress_created};
+use hls_core::domain::error_body::{error_message, short};
+use hls_core::domain::notification::{NotifiedProduct, readdress_created};
 use hls_core::subscriptions::{
     DEFAULT_IDENTITY_URL, DEFAULT_SUBSCRIPTIONS_URL, PasswordSource, PushSubscriptionRequest,
     SubscriptionId, SubscriptionInfo, SubscriptionStatus, SubscriptionsClient, SubscriptionsError,
@@ -458,7 +458,7 @@ async fn post_notification(
 
 #[cfg(test)]
 mod tests {
-    use hls_core::notification::ProductNotification;
+    use hls_core::domain::notification::ProductNotification;
     use serde_json::json;
 
     use super::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
-use crate::granule::Granule;
+use crate::domain::granule::Granule;
 
 pub mod odata;
 

@@ -26,10 +26,10 @@ use std::time::Duration;
 use futures::{StreamExt, stream};
 use tokio::time::Instant;
 
+use crate::adapters::queue::{DownloadQueue, MAX_BATCH, QueueError};
+use crate::adapters::store::{FoundBy, GranuleStore, OwedState, StoreError};
 use crate::config::{ConfigError, optional};
-use crate::granule::{DownloadMessage, Granule};
-use crate::queue::{DownloadQueue, MAX_BATCH, QueueError};
-use crate::store::{FoundBy, GranuleStore, OwedState, StoreError};
+use crate::domain::granule::{DownloadMessage, Granule};
 
 /// How long a sender holds the owed messages it claimed (`OUTBOX_LEASE_SECONDS`):
 /// longer than any send of one claim takes, so that no one else sends them meanwhile.

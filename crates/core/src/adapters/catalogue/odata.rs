@@ -10,9 +10,9 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest};
-use crate::error_body::{error_message, short, short_json, snippet};
-use crate::granule::{Granule, ProductFields};
-use crate::product_entity::{md5_checksum, parse_timestamp, tile_id_attribute};
+use crate::domain::error_body::{error_message, short, short_json, snippet};
+use crate::domain::granule::{Granule, ProductFields};
+use crate::domain::product::{md5_checksum, parse_timestamp, tile_id_attribute};
 
 /// `SEARCH_URL`'s default: the production catalogue.
 pub const DEFAULT_SEARCH_URL: &str = "https://catalogue.dataspace.copernicus.eu";
@@ -332,7 +332,7 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
-    use crate::catalogue::Platform;
+    use crate::adapters::catalogue::Platform;
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -11,16 +11,16 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::catalogue::{Catalogue, DayQuery};
-use crate::day_fetch::{
+use crate::adapters::catalogue::{Catalogue, DayQuery};
+use crate::adapters::metrics::{Metric, median_and_p99};
+use crate::adapters::queue::DownloadQueue;
+use crate::adapters::store::{FetchCursor, FoundBy};
+use crate::domain::granule::Granule;
+use crate::domain::tiles::TileSet;
+use crate::use_cases::day_fetch::{
     DayFetchError, Deadline, FetchOptions, Fetched, cursor_after, fetch_page, seconds_between,
 };
-use crate::granule::Granule;
-use crate::metrics::{Metric, median_and_p99};
-use crate::queue::DownloadQueue;
-use crate::record::{Handoff, RecordError};
-use crate::store::{FetchCursor, FoundBy};
-use crate::tiles::TileSet;
+use crate::use_cases::handoff::{Handoff, RecordError};
 
 /// `missing_ids` lists at most this many.
 pub const MAX_MISSING_IDS: usize = 100;
@@ -183,7 +183,7 @@ pub async fn read_day<C: Catalogue>(
         }
         if next.skip > i64::from(options.max_skip) {
             let cap = DayFetchError::SkipCap {
-                at: crate::catalogue::odata::odata_timestamp(next.publication_date),
+                at: crate::adapters::catalogue::odata::odata_timestamp(next.publication_date),
                 max: options.max_skip,
             };
             day.error = Some(cap.to_string());

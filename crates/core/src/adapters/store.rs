@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, PgPool};
 
-use crate::granule::{DownloadMessage, Granule};
+use crate::domain::granule::{DownloadMessage, Granule};
 
 /// The embedded schema migrations; `run` takes Postgres's advisory lock, so
 /// two processes starting at once apply them one after the other.
@@ -75,7 +75,7 @@ impl GranuleStore {
     /// Inserts the granules not recorded before and, in the same statement, their
     /// outbox rows: owed, found by `found_by`, held by the caller for `lease`.
     /// Returns the ids that were new. `batch` must be sorted by id and unique (see
-    /// [`crate::record`]): every caller then locks rows in one order.
+    /// [`crate::use_cases::handoff`]): every caller then locks rows in one order.
     ///
     /// Concurrent callers with overlapping batches are safe: a second insert of an
     /// id waits on the first and then skips the row if it committed.

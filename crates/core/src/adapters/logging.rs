@@ -119,7 +119,7 @@ mod tests {
             tracing::trace!(target: "lambda_runtime_api_client", "Authorization: Basic secret3");
             tracing::trace!(target: "lambda_http", "Authorization: Basic secret4");
             tracing::info!(target: "lambda_runtime", "runtime started");
-            tracing::trace!(target: "hls_core::store", "our own trace");
+            tracing::trace!(target: "hls_core::adapters::store", "our own trace");
             tracing::debug!(target: "link_fetcher", "our own debug");
         });
         String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()

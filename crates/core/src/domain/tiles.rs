@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::granule::is_tile_id;
+use crate::domain::granule::is_tile_id;
 
 /// The list HLS processes, compiled into the binary so no file must ship beside it.
-const BUILT_IN_TILES: &str = include_str!("../data/allowed_tiles.txt");
+const BUILT_IN_TILES: &str = include_str!("../../data/allowed_tiles.txt");
 
 #[derive(Debug, Clone)]
 pub struct TileSet {

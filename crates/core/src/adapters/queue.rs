@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use crate::granule::DownloadMessage;
+use crate::domain::granule::DownloadMessage;
 
 /// SQS takes at most ten entries per `SendMessageBatch`.
 const SQS_BATCH_SIZE: usize = 10;

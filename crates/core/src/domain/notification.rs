@@ -7,10 +7,10 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::catalogue::odata::download_url;
-use crate::granule::{Granule, InvalidGranule, ProductFields, tile_id_from_name};
-use crate::product_entity::parse_timestamp;
-use crate::product_entity::{md5_checksum, tile_id_attribute};
+use crate::adapters::catalogue::odata::download_url;
+use crate::domain::granule::{Granule, InvalidGranule, ProductFields, tile_id_from_name};
+use crate::domain::product::parse_timestamp;
+use crate::domain::product::{md5_checksum, tile_id_attribute};
 
 /// A notification, reduced to what the handler acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
