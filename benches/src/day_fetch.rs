@@ -1,6 +1,7 @@
 //! Section 1: one day of 12,000 products fetched by the real `link-fetcher`
 //! binary, and each of its stages alone on the same data, in the same run.
 
+use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use hls_core::{
     BatchError, DownloadQueue, FoundBy, Granule, GranuleStore, Handoff, SqsQueue, TileSet,
 };
 use integration_tests::catalogue_stub::CatalogueStub;
+use integration_tests::sqs_stub::SqsStub;
 use integration_tests::{TestDatabase, TestQueue, fixtures};
 use serde::Serialize;
 
@@ -92,6 +94,11 @@ pub struct Run {
     pub catalogue_requests: usize,
     /// Granules the drain received while the fetch ran.
     pub drained_during_fetch: usize,
+    /// The same fetch with a catalogue that answers at once and a queue that
+    /// costs nothing (`SqsStub`): our own ceiling, beside moto's.
+    pub free_fetch_wall_s: f64,
+    pub free_fetch_cpu_s: f64,
+    pub free_fetch_peak_rss_mib: f64,
     /// Each stage alone on the same data.
     pub stage_catalogue_s: f64,
     pub stage_postgres_s: f64,
@@ -127,6 +134,16 @@ pub struct Report {
     pub cpu_s: Figure,
     pub cpu_us_per_product: Figure,
     pub peak_rss_mib: Figure,
+    pub free_fetch_wall_s: Figure,
+    pub free_fetch_products_per_s: Figure,
+    pub free_fetch_cpu_us_per_product: Figure,
+    pub free_fetch_peak_rss_mib: Figure,
+    /// Products per second of the hand-off through Postgres alone (no-op queue).
+    pub postgres_handoff_products_per_s: Figure,
+    /// Products per second of one bare multi-row insert of the same rows.
+    pub bare_insert_products_per_s: Figure,
+    /// The free fetch's products per second over the hand-off's through Postgres alone.
+    pub free_fetch_to_postgres_handoff: Figure,
     pub stage_catalogue_s: Figure,
     pub stage_postgres_s: Figure,
     pub stage_sqs_s: Figure,
@@ -199,6 +216,27 @@ impl Bench {
                 runs.iter().map(|r| r.fetch_cpu_s * 1e6 / n).collect(),
             ),
             peak_rss_mib: figure("MiB", |r| r.fetch_peak_rss_mib),
+            free_fetch_wall_s: figure("s", |r| r.free_fetch_wall_s),
+            free_fetch_products_per_s: Figure::of(
+                "products/s",
+                runs.iter().map(|r| n / r.free_fetch_wall_s).collect(),
+            ),
+            free_fetch_cpu_us_per_product: Figure::of(
+                "µs",
+                runs.iter().map(|r| r.free_fetch_cpu_s * 1e6 / n).collect(),
+            ),
+            free_fetch_peak_rss_mib: figure("MiB", |r| r.free_fetch_peak_rss_mib),
+            postgres_handoff_products_per_s: Figure::of(
+                "products/s",
+                runs.iter().map(|r| n / r.stage_postgres_s).collect(),
+            ),
+            bare_insert_products_per_s: Figure::of(
+                "products/s",
+                runs.iter().map(|r| n / r.bare_insert_s).collect(),
+            ),
+            free_fetch_to_postgres_handoff: figure("×", |r| {
+                r.stage_postgres_s / r.free_fetch_wall_s
+            }),
             stage_catalogue_s: figure("s", |r| r.stage_catalogue_s),
             stage_postgres_s: figure("s", |r| r.stage_postgres_s),
             stage_sqs_s: figure("s", |r| r.stage_sqs_s),
@@ -215,7 +253,7 @@ impl Bench {
         &self,
         settings: &Settings,
         db: &TestDatabase,
-        queue: &TestQueue,
+        queue_url: &str,
         args: &[&str],
     ) -> Command {
         let mut command = Command::new(&settings.fetcher);
@@ -223,29 +261,30 @@ impl Bench {
             .args(args)
             .env("SEARCH_URL", self.stub.url())
             .env("DATABASE_URL", db.url())
-            .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
+            .env("TO_DOWNLOAD_SQS_QUEUE_URL", queue_url)
             .env_remove("AWS_LAMBDA_RUNTIME_API");
         command
     }
 
-    async fn run(&self, settings: &Settings, delay: Duration, run: usize) -> anyhow::Result<Run> {
-        self.stub.set_page_delay(delay);
-        self.stub.reset_requests();
-
-        // The fetch, with the queue drained as the download service does.
-        let db = TestDatabase::migrated().await;
-        let queue = TestQueue::new().await;
-        let drainer = Drainer::start(&queue.client, &queue.url, DRAIN_WORKERS);
-        let command = self.fetcher(
+    /// `fetch` of the day into `db`; checks the summary says every granule was queued.
+    async fn fetch(
+        &self,
+        settings: &Settings,
+        db: &TestDatabase,
+        queue_url: &str,
+        sqs_endpoint: Option<&str>,
+        log: &str,
+    ) -> anyhow::Result<crate::process::Exited> {
+        let mut command = self.fetcher(
             settings,
-            &db,
-            &queue,
+            db,
+            queue_url,
             &["fetch", "--date", DAY, "--platform", "S2A"],
         );
-        let log = settings
-            .out_dir
-            .join(format!("fetch-{}ms-{run}.log", delay.as_millis()));
-        let exited = run_to_exit(command, &log).await?;
+        if let Some(endpoint) = sqs_endpoint {
+            command.env("AWS_ENDPOINT_URL", endpoint);
+        }
+        let exited = run_to_exit(command, &settings.out_dir.join(log)).await?;
         let summary: serde_json::Value = serde_json::from_str(
             exited
                 .stdout
@@ -259,6 +298,19 @@ impl Bench {
                 && summary["new_granules"] == self.on_allowed,
             "unexpected fetch summary {summary}"
         );
+        Ok(exited)
+    }
+
+    async fn run(&self, settings: &Settings, delay: Duration, run: usize) -> anyhow::Result<Run> {
+        self.stub.set_page_delay(delay);
+        self.stub.reset_requests();
+
+        // The fetch, with the queue drained as the download service does.
+        let db = TestDatabase::migrated().await;
+        let queue = TestQueue::new().await;
+        let drainer = Drainer::start(&queue.client, &queue.url, DRAIN_WORKERS);
+        let log = format!("fetch-{}ms-{run}.log", delay.as_millis());
+        let exited = self.fetch(settings, &db, &queue.url, None, &log).await?;
         // The summary says every granule was queued; the drain ran alongside
         // the fetch and is not waited for (moto takes as long again to hand
         // the messages out).
@@ -270,7 +322,7 @@ impl Bench {
         let command = self.fetcher(
             settings,
             &db,
-            &queue,
+            &queue.url,
             &["audit", "--from", DAY, "--platform", "S2A"],
         );
         let log = settings
@@ -293,6 +345,31 @@ impl Bench {
         );
         delete_queue(&queue).await;
         drop(db);
+
+        // The same fetch with nothing to wait for: a catalogue that answers at
+        // once and an SQS endpoint that accepts every batch at once.
+        self.stub.set_page_delay(Duration::ZERO);
+        let db = TestDatabase::migrated().await;
+        let free_queue = SqsStub::start().await;
+        let log = format!("fetch-free-queue-{}ms-{run}.log", delay.as_millis());
+        let free = self
+            .fetch(
+                settings,
+                &db,
+                &free_queue.queue_url(),
+                Some(free_queue.endpoint()),
+                &log,
+            )
+            .await?;
+        let accepted: HashSet<String> = free_queue.accepted().into_iter().collect();
+        ensure!(
+            accepted.len() == self.on_allowed,
+            "the free queue accepted {} granules, not {}",
+            accepted.len(),
+            self.on_allowed
+        );
+        drop(db);
+        self.stub.set_page_delay(delay);
 
         // The catalogue alone: the same pages, with the same delay, one after the other.
         let client = reqwest::Client::new();
@@ -370,6 +447,9 @@ impl Bench {
             page_delay_ms: delay.as_millis() as u64,
             fetch_wall_s: exited.wall.as_secs_f64(),
             audit_wall_s: audited.wall.as_secs_f64(),
+            free_fetch_wall_s: free.wall.as_secs_f64(),
+            free_fetch_cpu_s: free.cpu.as_secs_f64(),
+            free_fetch_peak_rss_mib: free.peak_rss_kib as f64 / 1024.0,
             fetch_cpu_s: exited.cpu.as_secs_f64(),
             fetch_peak_rss_mib: exited.peak_rss_kib as f64 / 1024.0,
             catalogue_requests: queries.len(),

@@ -252,6 +252,25 @@ fn markdown(settings: &Settings, results: &Results) -> String {
             r.cpu_us_per_product.show()
         ));
         line(format!(
+            "| the same fetch, catalogue answering at once, SQS endpoint that costs nothing: wall | {} = {} |",
+            r.free_fetch_wall_s.show(),
+            r.free_fetch_products_per_s.show()
+        ));
+        line(format!(
+            "| … its CPU per product, peak RSS | {}, {} |",
+            r.free_fetch_cpu_us_per_product.show(),
+            r.free_fetch_peak_rss_mib.show()
+        ));
+        line(format!(
+            "| Postgres' ceiling: the hand-off alone, no-op queue; one bare insert | {}; {} |",
+            r.postgres_handoff_products_per_s.show(),
+            r.bare_insert_products_per_s.show()
+        ));
+        line(format!(
+            "| **free fetch / Postgres hand-off alone** (products per second) | **{}** |",
+            r.free_fetch_to_postgres_handoff.show()
+        ));
+        line(format!(
             "| stage alone: catalogue pages ({} requests) | {} |",
             r.runs.first().map_or(0, |r| r.catalogue_requests),
             r.stage_catalogue_s.show()

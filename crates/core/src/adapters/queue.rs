@@ -78,8 +78,10 @@ impl SqsQueue {
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
+}
 
-    async fn send_entries(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
+impl DownloadQueue for SqsQueue {
+    async fn send_batch(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
         debug_assert!(messages.len() <= SQS_BATCH_SIZE);
         if messages.is_empty() {
             return Ok(());
@@ -161,12 +163,6 @@ impl SqsQueue {
                 detail,
             },
         })
-    }
-}
-
-impl DownloadQueue for SqsQueue {
-    async fn send_batch(&self, messages: &[DownloadMessage<'_>]) -> Result<(), BatchError> {
-        self.send_entries(messages).await
     }
 
     fn concurrency(&self) -> usize {

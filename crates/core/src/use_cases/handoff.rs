@@ -8,8 +8,9 @@
 //! 1. one statement inserts the new granule rows and, for each, an outbox row
 //!    saying its message is owed, leased to this sender (`granule_outbox`);
 //! 2. only then are the messages sent, ten to a `SendMessageBatch`;
-//! 3. each batch SQS accepted is marked sent; a batch that failed is released
-//!    at once, so the next sender takes it.
+//! 3. what SQS accepted is marked sent as batches finish (the batches that
+//!    finish together share one statement); a batch that failed is released at
+//!    once, so the next sender takes it.
 //!
 //! Whatever is owed and held by no live sender (a crash, a timeout, an SQS
 //! outage) is sent by whoever comes next: [`Handoff::send_owed`] at the start of
@@ -17,13 +18,15 @@
 //! Claims use `FOR UPDATE SKIP LOCKED` and a lease, so two senders never take the
 //! same owed row while its lease runs. The one source of duplicates: a crash or
 //! timeout between SQS accepting a batch and its "sent" mark repeats that batch
-//! (at most the batches in flight, [`DownloadQueue::concurrency`] of ten).
+//! (at most the batches in flight, [`DownloadQueue::concurrency`] of ten, and
+//! those waiting for the mark being written).
 //!
 //! Uses the store and the queue; neither knows the other.
 
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::adapters::queue::{DownloadQueue, MAX_BATCH, QueueError};
@@ -76,6 +79,12 @@ pub enum Redelivery {
     SentNow,
     /// It is owed and another sender still holds it after the wait.
     StillHeld,
+}
+
+/// Ids SQS accepted, waiting for their "sent" mark.
+struct SentBatch<'m> {
+    ids: Vec<&'m str>,
+    marked: oneshot::Sender<()>,
 }
 
 /// The record-and-queue unit: the store and the queue, tied in the one order
@@ -172,22 +181,27 @@ impl<Q: DownloadQueue> Handoff<Q> {
         }
     }
 
-    /// Sends messages this caller holds, a few batches at once, and marks each
-    /// batch as soon as SQS accepted it. Every batch runs to its end (none is
-    /// abandoned half-sent); the first failure is returned after all.
+    /// Sends messages this caller holds, a few batches at once. Each batch SQS
+    /// accepted is marked sent before its place is given to the next batch, so
+    /// no more than the batches in flight are ever sent and unmarked; the batches
+    /// that finish while a mark is being written share the next statement, so
+    /// the marks keep up however fast the queue answers. Every batch runs to its
+    /// end (none is abandoned half-sent); the first failure is returned after all.
     async fn send(&self, messages: &[DownloadMessage<'_>]) -> Result<(), RecordError> {
         if messages.is_empty() {
             return Ok(());
         }
+        let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
         // Built eagerly: a lazy `map` closure here trips the compiler's `Send` check.
         let batches: Vec<_> = messages
             .chunks(MAX_BATCH)
-            .map(|batch| self.send_batch(batch))
+            .map(|batch| self.send_batch(batch, accepted_tx.clone()))
             .collect();
-        let outcomes: Vec<Result<(), (usize, QueueError)>> = stream::iter(batches)
+        drop(accepted_tx);
+        let sending = stream::iter(batches)
             .buffer_unordered(self.queue.concurrency().max(1))
-            .collect()
-            .await;
+            .collect::<Vec<Result<(), (usize, QueueError)>>>();
+        let (outcomes, ()) = tokio::join!(sending, self.mark_sent_as_accepted(accepted_rx));
         let mut unsent = 0;
         let mut first = None;
         for (count, error) in outcomes.into_iter().filter_map(Result::err) {
@@ -204,9 +218,33 @@ impl<Q: DownloadQueue> Handoff<Q> {
         }
     }
 
-    /// One batch: send, then mark what SQS accepted and release the rest.
+    /// Marks the ids SQS accepted, all the batches waiting at once, and tells
+    /// each batch its mark is written; until every batch has finished (the
+    /// channel closes).
+    async fn mark_sent_as_accepted(&self, mut accepted: mpsc::UnboundedReceiver<SentBatch<'_>>) {
+        while let Some(first) = accepted.recv().await {
+            let mut waiting = vec![first];
+            while let Ok(more) = accepted.try_recv() {
+                waiting.push(more);
+            }
+            let ids: Vec<&str> = waiting.iter().flat_map(|b| b.ids.iter().copied()).collect();
+            if let Err(error) = self.store.mark_sent(&ids).await {
+                // Sent but not marked: sent again once the lease runs out.
+                tracing::warn!(%error, messages = ids.len(), "sent, but the sent mark failed; they will be sent again");
+            }
+            for batch in waiting {
+                let _ = batch.marked.send(());
+            }
+        }
+    }
+
+    /// One batch: send, hand what SQS accepted to the marker, release the rest.
     /// Returns how many were not sent, and why.
-    async fn send_batch(&self, batch: &[DownloadMessage<'_>]) -> Result<(), (usize, QueueError)> {
+    async fn send_batch<'m>(
+        &self,
+        batch: &[DownloadMessage<'m>],
+        accepted_tx: mpsc::UnboundedSender<SentBatch<'m>>,
+    ) -> Result<(), (usize, QueueError)> {
         let (accepted, failure) = match self.queue.send_batch(batch).await {
             Ok(()) => (batch.iter().map(|m| m.id).collect::<Vec<_>>(), None),
             Err(error) => (
@@ -214,20 +252,23 @@ impl<Q: DownloadQueue> Handoff<Q> {
                 Some(error.error),
             ),
         };
-        if !accepted.is_empty()
-            && let Err(error) = self.store.mark_sent(&accepted).await
-        {
-            // Sent but not marked: sent again once the lease runs out.
-            tracing::warn!(%error, messages = accepted.len(), "sent, but the sent mark failed; they will be sent again");
-        }
-        let Some(error) = failure else {
-            return Ok(());
-        };
         let unsent: Vec<&str> = batch
             .iter()
             .map(|m| m.id)
             .filter(|id| !accepted.contains(id))
             .collect();
+        if !accepted.is_empty() {
+            let (marked, wait) = oneshot::channel();
+            // The marker lives until every batch has finished, so both succeed.
+            let _ = accepted_tx.send(SentBatch {
+                ids: accepted,
+                marked,
+            });
+            let _ = wait.await;
+        }
+        let Some(error) = failure else {
+            return Ok(());
+        };
         if let Err(release) = self.store.release(&unsent).await {
             // The lease runs out instead.
             tracing::warn!(error = %release, "could not release unsent messages");
