@@ -29,7 +29,7 @@ use crate::api::{
 use crate::settings::Settings;
 use crate::token::{PasswordSource, TokenSession};
 
-/// The real `created` notification the tests use: `subscription test` sends a copy.
+/// The real `created` notification the tests use: `cdse-subscription test` sends a copy.
 const CREATED_NOTIFICATION: &str = include_str!("../../../tests/fixtures/cdse-push-created.json");
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Table cells longer than this are cut; `--json` shows everything.
