@@ -19,6 +19,7 @@ pub mod catalogue_stub;
 pub mod cdse_stub;
 pub mod fetcher;
 pub mod fixtures;
+pub mod push_server;
 pub mod sqs_stub;
 
 static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();

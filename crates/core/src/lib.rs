@@ -6,7 +6,6 @@
 pub mod adapters;
 pub mod config;
 pub mod domain;
-pub mod subscriptions;
 pub mod use_cases;
 
 pub use adapters::queue::{BatchError, DownloadQueue, QueueError, SqsQueue};

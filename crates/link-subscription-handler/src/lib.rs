@@ -7,8 +7,6 @@
 //! and queued once, through the core hand-off (`hls_core::use_cases::handoff`): the row
 //! commits before its message is sent, and a redelivery sends a message still owed.
 
-pub mod manage;
-
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -94,7 +92,7 @@ pub enum CredentialSource {
 }
 
 /// The endpoint's Basic credentials in the clear: the handler keeps only their
-/// digests; `subscription create` gives them to CDSE and `subscription test` sends them.
+/// digests; `cdse-subscription create` gives them to CDSE and `cdse-subscription test` sends them.
 #[derive(Debug, Clone)]
 pub struct NotificationCredentials {
     pub username: String,

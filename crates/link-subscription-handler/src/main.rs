@@ -1,5 +1,5 @@
 //! `link-subscription-handler`: the Lambda behind API Gateway when started by
-//! the Lambda runtime, else a command line (`serve`, `migrate`, `subscription`).
+//! the Lambda runtime, else a command line (`serve`, `migrate`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hls_core::GranuleStore;
 use hls_core::config::{self, DatabaseSource, PoolSettings};
-use link_subscription_handler::manage::{self, SubscriptionCommand};
 use link_subscription_handler::{Subscription, lambda_service, router, serve};
 
 #[derive(Parser)]
@@ -30,9 +29,6 @@ enum Command {
     },
     /// Applies the database schema.
     Migrate,
-    /// Manages the CDSE push subscription that posts to this endpoint.
-    #[command(subcommand)]
-    Subscription(SubscriptionCommand),
 }
 
 #[tokio::main]
@@ -43,14 +39,7 @@ async fn main() -> anyhow::Result<()> {
         log_failure(&result);
         return result;
     }
-    let command = Cli::parse().command;
-    let operator_command = matches!(command, Command::Subscription(_));
-    let result = run(command).await;
-    if let (true, Err(error)) = (operator_command, &result) {
-        // An operator's command: output on stdout, one line of error on stderr.
-        eprintln!("error: {error:#}");
-        std::process::exit(1);
-    }
+    let result = run(Cli::parse().command).await;
     log_failure(&result);
     result
 }
@@ -91,6 +80,5 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("schema is up to date");
             Ok(())
         }
-        Command::Subscription(command) => manage::run(command, &mut std::io::stdout()).await,
     }
 }

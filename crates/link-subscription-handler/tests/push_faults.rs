@@ -4,11 +4,10 @@
 //! "sent" mark. In each case CDSE's redelivery to a restarted server sends the
 //! owed message, and the duplicates are counted.
 
-use std::net::TcpStream;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use chrono::Utc;
+use integration_tests::push_server::PushServer;
 use integration_tests::sqs_stub::{Mode, SqsStub};
 use integration_tests::{TestDatabase, fixtures, random_suffix, wait_for};
 use sqlx::{Connection, Executor};
@@ -17,51 +16,34 @@ const BIN: &str = env!("CARGO_BIN_EXE_link-subscription-handler");
 const USERNAME: &str = "esa";
 const PASSWORD: &str = "push-faults-password";
 
-struct Server {
-    child: Child,
-    port: u16,
-}
+/// `serve` on the stand-in SQS, with a short outbox lease so a dead sender's
+/// claim runs out quickly, and long SQS and lock timeouts so held calls wait.
+struct Server(PushServer);
 
 impl Server {
     fn start(db: &TestDatabase, sqs: &SqsStub) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
-            .env_remove("STAGE")
-            .env("DATABASE_URL", db.url())
-            .env("TO_DOWNLOAD_SQS_QUEUE_URL", sqs.queue_url())
-            .env("AWS_ENDPOINT_URL", sqs.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ATTEMPT_TIMEOUT_SECONDS", "60")
-            .env("NOTIFICATION_USERNAME", USERNAME)
-            .env("NOTIFICATION_PASSWORD", PASSWORD)
-            .env("OUTBOX_LEASE_SECONDS", "1")
-            .env("DB_LOCK_TIMEOUT_MS", "60000")
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start serve");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "serve did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port }
+        Self(PushServer::start(
+            Path::new(BIN),
+            &[
+                ("DATABASE_URL", db.url().as_str()),
+                ("TO_DOWNLOAD_SQS_QUEUE_URL", sqs.queue_url().as_str()),
+                ("AWS_ENDPOINT_URL", sqs.endpoint()),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ATTEMPT_TIMEOUT_SECONDS", "60"),
+                ("NOTIFICATION_USERNAME", USERNAME),
+                ("NOTIFICATION_PASSWORD", PASSWORD),
+                ("OUTBOX_LEASE_SECONDS", "1"),
+                ("DB_LOCK_TIMEOUT_MS", "60000"),
+            ],
+        ))
     }
 
     /// Delivers `body` as CDSE does; the answer's status.
     async fn deliver(&self, body: String) -> u16 {
         reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/events", self.port))
+            .post(self.0.events_url())
             .basic_auth(USERNAME, Some(PASSWORD))
             .header("content-type", "application/json")
             .body(body)
@@ -72,12 +54,8 @@ impl Server {
             .as_u16()
     }
 
-    async fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let mut child = self.child;
-        tokio::task::spawn_blocking(move || child.wait().unwrap())
-            .await
-            .unwrap();
+    async fn kill(self) {
+        self.0.kill().await;
     }
 }
 
@@ -108,12 +86,12 @@ async fn rows(db: &TestDatabase) -> i64 {
 async fn deliver_and_kill_while_held(db: &TestDatabase, sqs: &SqsStub, body: &str) -> Server {
     sqs.set_mode(Mode::PassThenHold(0));
     let server = Server::start(db, sqs);
-    let port = server.port;
+    let events = server.0.events_url();
     let hanging = {
         let body = body.to_owned();
         tokio::spawn(async move {
             let _ = reqwest::Client::new()
-                .post(format!("http://127.0.0.1:{port}/events"))
+                .post(events)
                 .basic_auth(USERNAME, Some(PASSWORD))
                 .body(body)
                 .send()

@@ -1,17 +1,17 @@
-//! `link-subscription-handler subscription …` run as a process against the CDSE
-//! stand-in (identity service and Subscriptions API), moto's SSM and Secrets
-//! Manager, and `serve` with real Postgres and SQS.
+//! `cdse-subscription …` run as a process against the CDSE stand-in (identity
+//! service and Subscriptions API), moto's SSM and Secrets Manager, and
+//! `link-subscription-handler serve` with real Postgres and SQS.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use integration_tests::cdse_stub::{CdseStub, PASSWORD, USERNAME};
+use integration_tests::push_server::PushServer;
 use integration_tests::{TestDatabase, TestQueue, random_suffix};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_link-subscription-handler");
+const BIN: &str = env!("CARGO_BIN_EXE_cdse-subscription");
 const NOTIFICATION_USERNAME: &str = "esa-notifications";
 const NOTIFICATION_PASSWORD: &str = "endpoint-secret-42";
 
@@ -51,7 +51,7 @@ fn command(stub: &CdseStub, cache: &Path) -> Command {
 }
 
 async fn run(mut command: Command, args: &[&str]) -> Output {
-    command.arg("subscription").args(args);
+    command.args(args);
     tokio::task::spawn_blocking(move || command.output().expect("run the command"))
         .await
         .unwrap()
@@ -592,45 +592,31 @@ async fn the_account_can_come_from_secrets_manager() {
     assert!(form.contains(&("password".into(), PASSWORD.into())));
 }
 
-/// `serve` as a process on a free port, stopped on drop.
-struct Server {
-    child: Child,
-    port: u16,
+/// The push handler's binary: cargo puts the workspace's binaries in one
+/// directory, and this package cannot name another package's binary.
+fn handler_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name(format!(
+        "link-subscription-handler{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        bin.exists(),
+        "{} is not built: build the workspace (cargo nextest run --workspace)",
+        bin.display()
+    );
+    bin
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_serve(db: &TestDatabase, queue: &TestQueue) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env_remove("STAGE")
-        .env("DATABASE_URL", db.url())
-        .env("TO_DOWNLOAD_SQS_QUEUE_URL", &queue.url)
-        .env("NOTIFICATION_USERNAME", NOTIFICATION_USERNAME)
-        .env("NOTIFICATION_PASSWORD", NOTIFICATION_PASSWORD)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("start serve");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, port }
+fn start_serve(db: &TestDatabase, queue: &TestQueue) -> PushServer {
+    PushServer::start(
+        &handler_bin(),
+        &[
+            ("DATABASE_URL", db.url().as_str()),
+            ("TO_DOWNLOAD_SQS_QUEUE_URL", queue.url.as_str()),
+            ("NOTIFICATION_USERNAME", NOTIFICATION_USERNAME),
+            ("NOTIFICATION_PASSWORD", NOTIFICATION_PASSWORD),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -639,7 +625,7 @@ async fn subscription_test_against_serve_gets_204_and_records_the_product() {
     let queue = TestQueue::new().await;
     let server = start_serve(&db, &queue);
     let setup = Setup::new().await;
-    let endpoint = format!("http://127.0.0.1:{}/events", server.port);
+    let endpoint = server.events_url();
 
     let printed = setup.ok(&["test", "--endpoint", &endpoint]).await;
     assert!(
@@ -754,7 +740,7 @@ async fn on_a_terminal_the_account_is_asked_for_and_the_password_never_shown() {
     command
         .env_remove("CDSE_USERNAME")
         .env_remove("CDSE_PASSWORD")
-        .args(["subscription", "list"]);
+        .arg("list");
     let (shown, ok) = on_terminal(
         command,
         &[
@@ -774,9 +760,7 @@ async fn on_a_terminal_the_account_is_asked_for_and_the_password_never_shown() {
 
     // With a usable token in the cache, no password is asked for.
     let mut command = setup.command();
-    command
-        .env_remove("CDSE_PASSWORD")
-        .args(["subscription", "list"]);
+    command.env_remove("CDSE_PASSWORD").arg("list");
     let (shown, ok) = on_terminal(command, &[]).await;
     assert!(ok, "{shown}");
     assert!(!shown.contains("password"), "{shown}");

@@ -1,5 +1,5 @@
-//! `link-subscription-handler subscription …`: the operator's commands for the
-//! CDSE push subscription that posts to this endpoint.
+//! The subcommands of `cdse-subscription`: the operator's commands for the
+//! CDSE push subscription that posts to `link-subscription-handler`'s endpoint.
 //!
 //! CDSE allows one running subscription per account, so `create` refuses while
 //! one runs and `terminate` without an id ends only the one running. Deciding
@@ -17,17 +17,19 @@ use hls_core::Password;
 use hls_core::config;
 use hls_core::domain::error_body::{error_message, short};
 use hls_core::domain::notification::{NotifiedProduct, readdress_created};
-use hls_core::subscriptions::{
-    DEFAULT_IDENTITY_URL, DEFAULT_SUBSCRIPTIONS_URL, PasswordSource, PushSubscriptionRequest,
-    SubscriptionId, SubscriptionInfo, SubscriptionStatus, SubscriptionsClient, SubscriptionsError,
-    TokenCache, TokenSession, parse_base_url,
-};
+use link_subscription_handler::NotificationCredentials;
 use serde_json::Value;
 use url::Url;
 
-use crate::{CredentialSource, NotificationCredentials};
+use crate::SubscriptionsError;
+use crate::api::{
+    PushSubscriptionRequest, SubscriptionId, SubscriptionInfo, SubscriptionStatus,
+    SubscriptionsClient, parse_base_url,
+};
+use crate::settings::Settings;
+use crate::token::{PasswordSource, TokenSession};
 
-/// The real `created` notification the tests use: `subscription test` sends a copy.
+/// The real `created` notification the tests use: `cdse-subscription test` sends a copy.
 const CREATED_NOTIFICATION: &str = include_str!("../../../tests/fixtures/cdse-push-created.json");
 const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Table cells longer than this are cut; `--json` shows everything.
@@ -67,12 +69,17 @@ pub enum SubscriptionCommand {
     },
 }
 
-/// Runs one command, writing what the operator reads to `out`.
-pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Runs one command with the settings read at start-up, writing what the
+/// operator reads to `out`.
+pub async fn run(
+    command: SubscriptionCommand,
+    settings: &Settings,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let aws = LazyAws::default();
     match command {
         SubscriptionCommand::List { json } => {
-            let subscriptions = account_client(&aws).await?.list().await?;
+            let subscriptions = account_client(settings, &aws).await?.list().await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&subscriptions)?)?;
             } else {
@@ -80,17 +87,16 @@ pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::R
             }
         }
         SubscriptionCommand::Create { endpoint, dry_run } => {
-            let endpoint = events_endpoint(endpoint, &aws).await?;
+            let endpoint = events_endpoint(endpoint, settings, &aws).await?;
             let NotificationCredentials { username, password } =
-                notification_credentials(&aws).await?;
+                notification_credentials(settings, &aws).await?;
             let request = PushSubscriptionRequest {
                 endpoint,
                 username,
                 password,
             };
             if dry_run {
-                let collection = setting_url("CDSE_SUBSCRIPTIONS_URL", DEFAULT_SUBSCRIPTIONS_URL)?;
-                writeln!(out, "POST {collection}")?;
+                writeln!(out, "POST {}", settings.subscriptions_url)?;
                 writeln!(out, "Authorization: Bearer <access token>")?;
                 writeln!(out, "Content-Type: application/json")?;
                 writeln!(out)?;
@@ -105,7 +111,7 @@ pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::R
                 )?;
                 return Ok(());
             }
-            let client = account_client(&aws).await?;
+            let client = account_client(settings, &aws).await?;
             refuse_if_running(&client.list().await?)?;
             let created = client.create(&request).await?;
             writeln!(
@@ -116,14 +122,14 @@ pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::R
             write!(out, "{}", render_table(std::slice::from_ref(&created)))?;
         }
         SubscriptionCommand::Pause { id } => {
-            account_client(&aws)
+            account_client(settings, &aws)
                 .await?
                 .set_status(&id, SubscriptionStatus::Paused)
                 .await?;
             writeln!(out, "subscription {id} is paused")?;
         }
         SubscriptionCommand::Resume { id } => {
-            let client = account_client(&aws).await?;
+            let client = account_client(settings, &aws).await?;
             let others: Vec<SubscriptionInfo> = client
                 .list()
                 .await?
@@ -135,7 +141,7 @@ pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::R
             writeln!(out, "subscription {id} is running")?;
         }
         SubscriptionCommand::Terminate { id } => {
-            let client = account_client(&aws).await?;
+            let client = account_client(settings, &aws).await?;
             let id = match id {
                 Some(id) => id,
                 None => only_running(&client.list().await?)?,
@@ -144,8 +150,8 @@ pub async fn run(command: SubscriptionCommand, out: &mut dyn Write) -> anyhow::R
             writeln!(out, "subscription {id} is terminated")?;
         }
         SubscriptionCommand::Test { endpoint } => {
-            let endpoint = events_endpoint(endpoint, &aws).await?;
-            let credentials = notification_credentials(&aws).await?;
+            let endpoint = events_endpoint(endpoint, settings, &aws).await?;
+            let credentials = notification_credentials(settings, &aws).await?;
             let now = Utc::now();
             let id = random_uuid();
             let (name, notification) = test_notification(&id, now);
@@ -313,23 +319,22 @@ impl LazyAws {
     }
 }
 
-fn setting_url(name: &'static str, default: &str) -> anyhow::Result<Url> {
-    let value: String = config::optional(name, default.to_owned())?;
-    Ok(parse_base_url(name, &value)?)
-}
-
 /// `--endpoint`, or the base URL the stack keeps in SSM for `STAGE`, plus `events`.
-async fn events_endpoint(endpoint: Option<Url>, aws: &LazyAws) -> anyhow::Result<Url> {
+async fn events_endpoint(
+    endpoint: Option<Url>,
+    settings: &Settings,
+    aws: &LazyAws,
+) -> anyhow::Result<Url> {
     if let Some(endpoint) = endpoint {
         return Ok(parse_base_url("--endpoint", endpoint.as_str())?);
     }
-    let stage = config::required("STAGE").map_err(|_| {
-        anyhow::anyhow!(
+    let stage = settings.stage.as_deref().with_context(|| {
+        format!(
             "no endpoint: pass --endpoint URL, or set STAGE to read {} from SSM",
             endpoint_parameter_name("<STAGE>")
         )
     })?;
-    let name = endpoint_parameter_name(stage.trim());
+    let name = endpoint_parameter_name(stage);
     let output = aws_sdk_ssm::Client::new(aws.get().await?)
         .get_parameter()
         .name(&name)
@@ -348,49 +353,60 @@ async fn events_endpoint(endpoint: Option<Url>, aws: &LazyAws) -> anyhow::Result
     events_url(&base).with_context(|| format!("SSM parameter {name}"))
 }
 
-async fn notification_credentials(aws: &LazyAws) -> anyhow::Result<NotificationCredentials> {
-    let source = CredentialSource::from_env()?;
+async fn notification_credentials(
+    settings: &Settings,
+    aws: &LazyAws,
+) -> anyhow::Result<NotificationCredentials> {
+    // The error is the handler's own (what to set), kept for the commands that need it.
+    let source = settings
+        .notification
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(source.load(aws.get().await?).await?)
 }
 
-/// The Subscriptions API for the CDSE account the environment (or the operator) names.
-async fn account_client(aws: &LazyAws) -> anyhow::Result<SubscriptionsClient> {
-    let identity = setting_url("CDSE_IDENTITY_URL", DEFAULT_IDENTITY_URL)?;
-    let collection = setting_url("CDSE_SUBSCRIPTIONS_URL", DEFAULT_SUBSCRIPTIONS_URL)?;
-    let (username, password) = cdse_account(aws).await?;
-    let http = SubscriptionsClient::http_client()?;
+/// The Subscriptions API for the CDSE account the settings (or the operator) name.
+async fn account_client(settings: &Settings, aws: &LazyAws) -> anyhow::Result<SubscriptionsClient> {
+    let (username, password) = cdse_account(settings, aws).await?;
+    let http = crate::http_client()?;
     let session = TokenSession::new(
         http.clone(),
-        identity,
+        settings.identity_url.clone(),
         username,
         password,
-        TokenCache::from_env(),
+        settings.token_cache.clone(),
     );
-    Ok(SubscriptionsClient::new(http, collection, session))
+    Ok(SubscriptionsClient::new(
+        http,
+        settings.subscriptions_url.clone(),
+        session,
+    ))
 }
 
 /// The CDSE account: `CDSE_USERNAME`/`CDSE_PASSWORD`, else the secret
 /// `CDSE_CREDENTIALS_SECRET` (`{"username", "password"}`), else a prompt on a
 /// terminal. A prompted password is asked for only if a login is needed.
-async fn cdse_account(aws: &LazyAws) -> anyhow::Result<(String, Box<dyn PasswordSource>)> {
-    let var = |name: &'static str| config::required(name).ok();
-    let (username, password) = (var("CDSE_USERNAME"), var("CDSE_PASSWORD"));
-    if let (Some(username), Some(password)) = (&username, &password) {
-        return Ok((username.clone(), Box::new(Password::new(password.clone()))));
+async fn cdse_account(
+    settings: &Settings,
+    aws: &LazyAws,
+) -> anyhow::Result<(String, Box<dyn PasswordSource>)> {
+    let account = &settings.account;
+    if let (Some(username), Some(password)) = (&account.username, &account.password) {
+        return Ok((username.clone(), Box::new(password.clone())));
     }
-    if let Some(secret_id) = var("CDSE_CREDENTIALS_SECRET") {
+    if let Some(secret_id) = &account.credentials_secret {
         let [username, password] =
-            config::secret_fields(aws.get().await?, &secret_id, ["username", "password"]).await?;
+            config::secret_fields(aws.get().await?, secret_id, ["username", "password"]).await?;
         return Ok((username, Box::new(Password::new(password))));
     }
     let terminal = std::io::stdin().is_terminal();
-    let username = match username {
+    let username = match account.username.clone() {
         Some(username) => username,
         None if terminal => prompt("CDSE username: ")?,
         None => bail!(no_account_message()),
     };
-    match password {
-        Some(password) => Ok((username, Box::new(Password::new(password)))),
+    match account.password.clone() {
+        Some(password) => Ok((username, Box::new(password))),
         None if terminal => Ok((username.clone(), Box::new(PromptPassword(username)))),
         None => bail!(no_account_message()),
     }

@@ -1,0 +1,32 @@
+//! `cdse-subscription`: creates, lists, pauses, resumes, terminates and tests
+//! the CDSE push subscription. Output on stdout; an error is one line on
+//! stderr and exit status 1 (a usage error is clap's, status 2).
+
+use cdse_subscription::commands::{self, SubscriptionCommand};
+use cdse_subscription::settings::Settings;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Manages the CDSE push subscription that posts to link-subscription-handler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: SubscriptionCommand,
+}
+
+#[tokio::main]
+async fn main() {
+    hls_core::adapters::logging::init();
+    let command = Cli::parse().command;
+    let result = async {
+        let settings = Settings::from_env()?;
+        commands::run(command, &settings, &mut std::io::stdout()).await
+    }
+    .await;
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
