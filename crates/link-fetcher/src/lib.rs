@@ -1,14 +1,16 @@
 //! The polling link fetcher: Lambda events and the command line, translated into
 //! calls of [`hls_core::use_cases::day_fetch::fetch_day`].
 
+pub mod settings;
+
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use hls_core::adapters::catalogue::{ODataCatalogue, Platform, odata::DEFAULT_SEARCH_URL};
+use hls_core::adapters::catalogue::{CatalogueError, ODataCatalogue, Platform};
 use hls_core::adapters::metrics::{Metric, Metrics, median_and_p99};
-use hls_core::config::{self, DatabaseSource, PoolSettings, optional};
+use hls_core::config;
 use hls_core::use_cases::audit::{DayAudit, audit_day};
 use hls_core::use_cases::day_fetch::{
-    DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, StoreRecorder, fetch_day,
+    DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, Progress, StoreRecorder, fetch_day,
 };
 use hls_core::{
     FoundBy, Granule, GranuleStore, Handoff, RecordError, SqsQueue, StoreError, TileSet,
@@ -16,6 +18,7 @@ use hls_core::{
 };
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
+use settings::{SearchSettings, Settings, StoreSettings};
 
 /// What CloudFormation is told the schema resource is called.
 pub const SCHEMA_RESOURCE_ID: &str = "hls-link-fetcher-schema";
@@ -277,15 +280,12 @@ pub struct Search {
 }
 
 impl Search {
-    /// `SEARCH_URL`, `ALLOWED_TILES_FILE`, `MAX_ACQUISITION_AGE_DAYS` and the
-    /// catalogue settings of [`FetchOptions::from_env`].
-    pub fn from_env() -> anyhow::Result<Self> {
-        let search_url: String = optional("SEARCH_URL", DEFAULT_SEARCH_URL.to_owned())?;
+    pub fn new(settings: SearchSettings) -> Result<Self, CatalogueError> {
         Ok(Self {
-            catalogue: ODataCatalogue::new(&search_url)?,
-            tiles: TileSet::from_env()?,
-            options: FetchOptions::from_env()?,
-            max_acquisition_age: config::max_acquisition_age()?,
+            catalogue: ODataCatalogue::new(&settings.search_url)?,
+            tiles: settings.tiles,
+            options: settings.options,
+            max_acquisition_age: settings.max_acquisition_age,
         })
     }
 
@@ -304,6 +304,7 @@ impl Search {
         date: NaiveDate,
         platform: Option<Platform>,
         on_granule: impl Fn(&Granule) + Sync,
+        progress: &dyn Progress,
     ) -> Result<DaySummary, DayFetchError> {
         let recorder = DryRun { on_granule };
         let query = self.query(date, platform);
@@ -314,6 +315,7 @@ impl Search {
             &query,
             &self.options,
             Deadline::none(),
+            progress,
         )
         .await
     }
@@ -330,26 +332,21 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
-    /// Also `TO_DOWNLOAD_SQS_QUEUE_URL`, `SQS_SEND_CONCURRENCY` (default 8),
-    /// `OUTBOX_LEASE_SECONDS` (default 120), the metrics settings of
-    /// [`Metrics::from_env`] and the database settings of [`store_from_env`].
-    pub async fn from_env() -> anyhow::Result<Self> {
-        let search = Search::from_env()?;
-        let aws = config::aws_config().await?;
+    /// The catalogue client, the AWS clients and a pool that connects on first
+    /// use; the database secret, if one is named, is read now.
+    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let search = Search::new(settings.search)?;
+        let aws = config::aws_sdk_config(settings.store.aws_attempt_timeout).await;
         let queue = SqsQueue::new(
             aws_sdk_sqs::Client::new(&aws),
-            config::queue_url()?,
-            optional("SQS_SEND_CONCURRENCY", 8)?,
+            settings.queue_url,
+            settings.send_concurrency,
         );
-        let store = store_from_env(&aws).await?;
+        let store = lazy_store(&settings.store.database, &aws).await?;
         Ok(Self {
             search,
-            handoff: Handoff::new(
-                store,
-                queue,
-                hls_core::use_cases::handoff::lease_from_env()?,
-            ),
-            metrics: Metrics::from_env(hls_core::adapters::logging::running_in_lambda())?,
+            handoff: Handoff::new(store, queue, settings.lease),
+            metrics: settings.metrics,
         })
     }
 
@@ -364,6 +361,17 @@ impl Dependencies {
         platform: Option<Platform>,
         deadline: Deadline,
     ) -> Result<DaySummary, DayFetchError> {
+        self.fetch_showing(date, platform, deadline, &()).await
+    }
+
+    /// [`Dependencies::fetch`], telling `progress` after each page.
+    pub async fn fetch_showing(
+        &self,
+        date: NaiveDate,
+        platform: Option<Platform>,
+        deadline: Deadline,
+        progress: &dyn Progress,
+    ) -> Result<DaySummary, DayFetchError> {
         let recorder = StoreRecorder {
             handoff: &self.handoff,
         };
@@ -376,6 +384,7 @@ impl Dependencies {
             &query,
             &search.options,
             deadline,
+            progress,
         )
         .await?;
         let mut metrics = vec![
@@ -401,7 +410,21 @@ impl Dependencies {
         platforms: &[Platform],
         requeue: bool,
         deadline: Deadline,
+        on_line: impl FnMut(&DayAudit),
+    ) -> Result<Vec<DayAudit>, RecordError> {
+        self.audit_showing(dates, platforms, requeue, deadline, on_line, &())
+            .await
+    }
+
+    /// [`Dependencies::audit`], telling `progress` after each page of each day.
+    pub async fn audit_showing(
+        &self,
+        dates: &[NaiveDate],
+        platforms: &[Platform],
+        requeue: bool,
+        deadline: Deadline,
         mut on_line: impl FnMut(&DayAudit),
+        progress: &dyn Progress,
     ) -> Result<Vec<DayAudit>, RecordError> {
         if requeue {
             // A queue still down shows in the lines (`unsent`) and in the requeue's own error.
@@ -424,6 +447,7 @@ impl Dependencies {
                     deadline,
                     &self.handoff,
                     requeue,
+                    progress,
                 )
                 .await?;
                 for (path, metrics) in line.metrics() {
@@ -468,13 +492,13 @@ impl Dependencies {
     }
 }
 
-/// The store from `DATABASE_URL` or `DB_CONNECTION_SECRET_ARN`, with a small pool
-/// (`DB_POOL_MAX_CONNECTIONS`, default 2) that connects on first use.
-pub async fn store_from_env(aws: &aws_config::SdkConfig) -> anyhow::Result<GranuleStore> {
-    let source = DatabaseSource::from_env()?;
-    let options = source.connect_options(aws).await?;
-    let pool = PoolSettings::from_env(2)?.connect_lazy(options);
-    Ok(GranuleStore::new(pool))
+/// The store over a pool that connects on first use, so that an invocation
+/// that needs no database (or a database down at start) does not fail to start.
+async fn lazy_store(
+    database: &config::DatabaseSettings,
+    aws: &aws_config::SdkConfig,
+) -> anyhow::Result<GranuleStore> {
+    Ok(GranuleStore::new(database.connect_lazy(aws).await?))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -606,9 +630,9 @@ async fn fetch_logged(
 }
 
 /// `migrate`: the schema, from the database settings alone.
-pub async fn migrate_from_env() -> anyhow::Result<()> {
-    let aws = config::aws_config().await?;
-    let store = store_from_env(&aws).await?;
+pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<()> {
+    let aws = config::aws_sdk_config(settings.aws_attempt_timeout).await;
+    let store = lazy_store(&settings.database, &aws).await?;
     store.migrate().await.context("applying the schema")?;
     Ok(())
 }

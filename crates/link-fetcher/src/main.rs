@@ -9,11 +9,13 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use hls_core::adapters::catalogue::Platform;
-use hls_core::adapters::logging;
+use hls_core::adapters::logging::{self, LogSettings};
+use hls_core::config::Vars;
 use hls_core::use_cases::audit::render_table;
 use hls_core::use_cases::day_fetch::Deadline;
 use lambda_runtime::{LambdaEvent, service_fn};
-use link_fetcher::{Dependencies, Search, handle, migrate_from_env, parse_date};
+use link_fetcher::settings::{self, SearchSettings, Settings, StoreSettings};
+use link_fetcher::{Dependencies, Search, handle, migrate, parse_date};
 use serde_json::Value;
 
 /// Finds new Sentinel-2 L1C products in the CDSE catalogue and queues them for download.
@@ -70,11 +72,14 @@ const EXIT_MISSING: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    logging::init();
-    let result = if logging::running_in_lambda() {
-        run_lambda().await
+    // The environment is read once, here; everything below gets its settings.
+    let vars = settings::environment();
+    let log = LogSettings::read(&vars);
+    logging::init(&log);
+    let result = if log.in_lambda {
+        run_lambda(&vars).await
     } else {
-        run_command(Cli::parse().command).await
+        run_command(Cli::parse().command, &vars).await
     };
     match result {
         Ok(code) => code,
@@ -86,8 +91,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run_lambda() -> anyhow::Result<ExitCode> {
-    let deps = Dependencies::from_env().await?;
+async fn run_lambda(vars: &Vars) -> anyhow::Result<ExitCode> {
+    let deps = Dependencies::new(Settings::read(vars)?).await?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle(event, deps).await.inspect_err(|error| {
@@ -99,18 +104,21 @@ async fn run_lambda() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
+async fn run_command(command: Command, vars: &Vars) -> anyhow::Result<ExitCode> {
     match command {
         Command::Fetch {
             date,
             platform,
             dry_run: true,
         } => {
-            let search = Search::from_env()?;
+            let search = Search::new(SearchSettings::read(vars)?)?;
             let summary = search
-                .dry_run(date, platform, |granule| {
-                    print_line(&granule.download_message());
-                })
+                .dry_run(
+                    date,
+                    platform,
+                    |granule| print_line(&granule.download_message()),
+                    &(),
+                )
                 .await?;
             print_line(&summary);
         }
@@ -119,7 +127,7 @@ async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             platform,
             dry_run: false,
         } => {
-            let deps = Dependencies::from_env().await?;
+            let deps = Dependencies::new(Settings::read(vars)?).await?;
             let summary = deps.fetch(date, platform, Deadline::none()).await?;
             print_line(&summary);
         }
@@ -140,7 +148,7 @@ async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             );
             let dates: Vec<NaiveDate> = from.iter_days().take(days as usize).collect();
             let platforms = platform.map_or(Platform::ALL.to_vec(), |p| vec![p]);
-            let deps = Dependencies::from_env().await?;
+            let deps = Dependencies::new(Settings::read(vars)?).await?;
             let lines = deps
                 .audit(&dates, &platforms, requeue, Deadline::none(), print_line)
                 .await?;
@@ -159,7 +167,7 @@ async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Migrate => {
-            migrate_from_env().await?;
+            migrate(&StoreSettings::read(vars)?).await?;
             print_line(&serde_json::json!({"migrated": true}));
         }
     }
