@@ -1,11 +1,12 @@
 //! The polling link fetcher: Lambda events and the command line, translated into
 //! calls of [`hls_core::use_cases::day_fetch::fetch_day`].
 
+pub mod progress;
 pub mod settings;
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use hls_core::adapters::catalogue::{CatalogueError, ODataCatalogue, Platform};
+use hls_core::adapters::catalogue::{CatalogueError, ODataCatalogue, Platform, distinct_causes};
 use hls_core::adapters::metrics::{Metric, Metrics, median_and_p99};
 use hls_core::config;
 use hls_core::use_cases::audit::{DayAudit, audit_day};
@@ -629,6 +630,28 @@ async fn fetch_logged(
     Ok(summary)
 }
 
+/// What the command line prints for a failure: one line, each cause once (the
+/// causes of reqwest and hyper repeat one another). `verbose` adds a second
+/// line with the failed request: its URL (the whole query) and the transport's
+/// own description of the fault.
+pub fn error_report(error: &anyhow::Error, verbose: bool) -> String {
+    let mut report = format!("link-fetcher: {}", distinct_causes(error.as_ref()));
+    let request = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<CatalogueError>())
+        .and_then(CatalogueError::request);
+    if let (true, Some(request)) = (verbose, request) {
+        report.push_str(&format!(
+            "\nlink-fetcher: the last request: GET {}",
+            request.url
+        ));
+        if let Some(cause) = &request.cause {
+            report.push_str(&format!(": {cause}"));
+        }
+    }
+    report
+}
+
 /// `migrate`: the schema, from the database settings alone.
 pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<()> {
     let aws = config::aws_sdk_config(settings.aws_attempt_timeout).await;
@@ -892,6 +915,33 @@ mod tests {
                 Event::DatePlatform { date, platform }
             );
         }
+    }
+
+    #[test]
+    fn an_error_report_is_one_line_and_the_request_only_when_verbose() {
+        use hls_core::adapters::catalogue::{FailedRequest, Fault};
+        let url = "https://catalogue.example/odata/v1/Products?$filter=very+long";
+        let error = anyhow::Error::new(DayFetchError::Catalogue {
+            attempts: 4,
+            elapsed: std::time::Duration::from_secs(29),
+            source: CatalogueError::Unreachable {
+                host: "catalogue.example".into(),
+                fault: Fault::Dns,
+                request: Box::new(FailedRequest {
+                    url: url.into(),
+                    cause: Some("dns error: failed to lookup address information".into()),
+                }),
+            },
+        });
+        assert_eq!(
+            error_report(&error, false),
+            "link-fetcher: catalogue catalogue.example unreachable (DNS lookup failed) after \
+             4 attempts in 29 s; check the network or SEARCH_URL"
+        );
+        let verbose = error_report(&error, true);
+        assert_eq!(verbose.lines().count(), 2, "{verbose}");
+        assert_eq!(verbose.matches(url).count(), 1, "{verbose}");
+        assert!(verbose.ends_with(": dns error: failed to lookup address information"));
     }
 
     #[test]
