@@ -39,7 +39,7 @@ pub enum ConfigError {
 }
 
 /// A snapshot of the process environment, taken once by a binary's settings
-/// (`std::env::vars_os()`); every typed setting is read from it, so nothing
+/// (`vars_os`); every typed setting is read from it, so nothing
 /// below the settings reads the environment itself.
 #[derive(Clone, Default)]
 pub struct Vars(HashMap<String, OsString>);
