@@ -377,6 +377,9 @@ async fn soak(settings: Settings) -> anyhow::Result<bool> {
             settings.page_size.to_string(),
         ),
         ("CATALOGUE_RETRY_BASE_MS".to_owned(), "100".to_owned()),
+        // The Lambda's attempts, not the command line's short budget: the soak
+        // runs the command in the function's place.
+        ("CATALOGUE_MAX_ATTEMPTS".to_owned(), "8".to_owned()),
     ]);
     let fetcher = Arc::new(fetch::Fetcher {
         binary: fetcher_bin.clone(),

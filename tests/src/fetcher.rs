@@ -41,6 +41,7 @@ pub fn options(page_size: u32) -> FetchOptions {
             max_attempts: 5,
             base_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(200),
+            budget: None,
         },
         deadline_margin: Duration::from_secs(1),
         ..FetchOptions::default()

@@ -76,7 +76,7 @@ pub async fn run(
     settings: &Settings,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let aws = LazyAws::default();
+    let aws = LazyAws::new(settings.aws_attempt_timeout);
     match command {
         SubscriptionCommand::List { json } => {
             let subscriptions = account_client(settings, &aws).await?.list().await?;
@@ -307,15 +307,24 @@ pub fn test_notification(id: &str, now: DateTime<Utc>) -> (String, Value) {
 // ----------------------------------------------------------------- I/O parts
 
 /// The AWS configuration, loaded on first use: most commands need none.
-#[derive(Default)]
-struct LazyAws(tokio::sync::OnceCell<SdkConfig>);
+struct LazyAws {
+    attempt_timeout: Duration,
+    config: tokio::sync::OnceCell<SdkConfig>,
+}
 
 impl LazyAws {
+    fn new(attempt_timeout: Duration) -> Self {
+        Self {
+            attempt_timeout,
+            config: tokio::sync::OnceCell::new(),
+        }
+    }
+
     async fn get(&self) -> anyhow::Result<&SdkConfig> {
-        self.0
-            .get_or_try_init(|| async { config::aws_config().await })
-            .await
-            .map_err(Into::into)
+        Ok(self
+            .config
+            .get_or_init(|| config::aws_sdk_config(self.attempt_timeout))
+            .await)
     }
 }
 

@@ -3,8 +3,9 @@
 //! stderr and exit status 1 (a usage error is clap's, status 2).
 
 use cdse_subscription::commands::{self, SubscriptionCommand};
-use cdse_subscription::settings::Settings;
+use cdse_subscription::settings::{self, Settings};
 use clap::Parser;
+use hls_core::adapters::logging::{self, LogSettings};
 
 #[derive(Parser)]
 #[command(
@@ -18,10 +19,11 @@ struct Cli {
 
 #[tokio::main]
 async fn main() {
-    hls_core::adapters::logging::init();
+    let vars = settings::environment();
+    logging::init(&LogSettings::read(&vars));
     let command = Cli::parse().command;
     let result = async {
-        let settings = Settings::from_env()?;
+        let settings = Settings::read(&vars)?;
         commands::run(command, &settings, &mut std::io::stdout()).await
     }
     .await;

@@ -4,7 +4,9 @@
 //! endpoint's credentials, `create --dry-run` without a CDSE account.
 
 use hls_core::Password;
-use hls_core::config;
+use std::time::Duration;
+
+use hls_core::config::{self, Vars};
 use link_subscription_handler::{CredentialSource, CredentialsError};
 use url::Url;
 
@@ -12,9 +14,16 @@ use crate::SubscriptionsError;
 use crate::api::{DEFAULT_SUBSCRIPTIONS_URL, parse_base_url};
 use crate::token::{DEFAULT_IDENTITY_URL, TokenCache};
 
+/// The process environment, taken once by `main`: the only read of it.
+pub fn environment() -> Vars {
+    std::env::vars_os().collect()
+}
+
 /// The settings of one run.
 #[derive(Debug)]
 pub struct Settings {
+    /// `AWS_ATTEMPT_TIMEOUT_SECONDS`: one SSM / Secrets Manager attempt.
+    pub aws_attempt_timeout: Duration,
     /// `CDSE_IDENTITY_URL`: the token endpoint.
     pub identity_url: Url,
     /// `CDSE_SUBSCRIPTIONS_URL`: the Subscriptions collection.
@@ -41,12 +50,21 @@ pub struct AccountSettings {
 }
 
 impl Settings {
-    pub fn from_env() -> Result<Self, SubscriptionsError> {
-        let set = |name: &'static str| config::required(name).ok();
-        let path = |name: &str| std::env::var_os(name);
+    pub fn read(vars: &Vars) -> Result<Self, SubscriptionsError> {
+        let set = |name: &'static str| vars.required(name).ok();
+        let path = |name: &str| vars.get_os(name).map(ToOwned::to_owned);
         Ok(Self {
-            identity_url: url_setting("CDSE_IDENTITY_URL", DEFAULT_IDENTITY_URL)?,
-            subscriptions_url: url_setting("CDSE_SUBSCRIPTIONS_URL", DEFAULT_SUBSCRIPTIONS_URL)?,
+            aws_attempt_timeout: config::aws_attempt_timeout(
+                vars,
+                config::DEFAULT_ATTEMPT_TIMEOUT_SECONDS,
+            )
+            .map_err(|e| SubscriptionsError::Invalid(e.to_string()))?,
+            identity_url: url_setting(vars, "CDSE_IDENTITY_URL", DEFAULT_IDENTITY_URL)?,
+            subscriptions_url: url_setting(
+                vars,
+                "CDSE_SUBSCRIPTIONS_URL",
+                DEFAULT_SUBSCRIPTIONS_URL,
+            )?,
             account: AccountSettings {
                 username: set("CDSE_USERNAME"),
                 password: set("CDSE_PASSWORD").map(Password::new),
@@ -58,13 +76,14 @@ impl Settings {
                 path("HOME"),
             ),
             stage: set("STAGE").map(|stage| stage.trim().to_owned()),
-            notification: CredentialSource::from_env(),
+            notification: CredentialSource::read(vars),
         })
     }
 }
 
-fn url_setting(name: &'static str, default: &str) -> Result<Url, SubscriptionsError> {
-    let value: String = config::optional(name, default.to_owned())
+fn url_setting(vars: &Vars, name: &'static str, default: &str) -> Result<Url, SubscriptionsError> {
+    let value: String = vars
+        .optional(name, default.to_owned())
         .map_err(|e| SubscriptionsError::Invalid(e.to_string()))?;
     parse_base_url(name, &value)
 }

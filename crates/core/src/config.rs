@@ -1,5 +1,10 @@
-//! Configuration from the environment, compatible with the Python system's deployment.
+//! The typed pieces of the binaries' settings, compatible with the Python
+//! system's deployment: each is read from a [`Vars`] snapshot, which each
+//! binary's `settings.rs` takes from the environment once, at start-up.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,6 +13,9 @@ use aws_config::timeout::TimeoutConfig;
 use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::domain::tiles::{TileListError, TileSet};
+use crate::use_cases::handoff::DEFAULT_LEASE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,43 +29,98 @@ pub enum ConfigError {
     Secret { secret_id: String, reason: String },
     #[error("cannot connect to the database: {0}")]
     Connect(sqlx::Error),
+    #[error("cannot read tile list {path}: {source}")]
+    TileFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    TileList(#[from] TileListError),
 }
 
-/// A setting that must be present and non-empty.
-pub fn required(name: &'static str) -> Result<String, ConfigError> {
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => Ok(value),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Err(ConfigError::Missing(name)),
-        Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Malformed {
-            name,
-            reason: "not UTF-8".into(),
-        }),
+/// A snapshot of the process environment, taken once by a binary's settings
+/// (`vars_os`); every typed setting is read from it, so nothing
+/// below the settings reads the environment itself.
+#[derive(Clone, Default)]
+pub struct Vars(HashMap<String, OsString>);
+
+impl std::fmt::Debug for Vars {
+    // Values may be passwords (`DATABASE_URL`, `NOTIFICATION_PASSWORD`): names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_tuple("Vars").field(&names).finish()
     }
 }
 
-/// A setting with a default; set but unparseable is an error, not the default.
-pub fn optional<T>(name: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => {
-            value
-                .trim()
-                .parse()
-                .map_err(|e: T::Err| ConfigError::Malformed {
-                    name,
-                    reason: format!("{value:?}: {e}"),
-                })
+impl<K: Into<OsString>, V: Into<OsString>> FromIterator<(K, V)> for Vars {
+    /// Names that are not UTF-8 cannot be any setting and are dropped.
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(vars: I) -> Self {
+        Self(
+            vars.into_iter()
+                .filter_map(|(name, value)| Some((name.into().into_string().ok()?, value.into())))
+                .collect(),
+        )
+    }
+}
+
+impl Vars {
+    /// Whether `name` is set at all, even empty or not UTF-8.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// The raw value of `name` when it is set (paths need not be UTF-8).
+    pub fn get_os(&self, name: &str) -> Option<&std::ffi::OsStr> {
+        self.0.get(name).map(OsString::as_os_str)
+    }
+
+    /// The value of `name` when it is set and UTF-8 (possibly empty).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|value| value.to_str())
+    }
+
+    /// A setting that must be present and non-empty.
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        match self.0.get(name).map(|value| value.to_str()) {
+            Some(Some(value)) if !value.trim().is_empty() => Ok(value.to_owned()),
+            None | Some(Some(_)) => Err(ConfigError::Missing(name)),
+            Some(None) => Err(ConfigError::Malformed {
+                name,
+                reason: "not UTF-8".into(),
+            }),
         }
-        _ => Ok(default),
     }
+
+    /// A setting with a default; set but unparseable is an error, not the default.
+    pub fn optional<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            Some(value) if !value.trim().is_empty() => {
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|e: T::Err| ConfigError::Malformed {
+                        name,
+                        reason: format!("{value:?}: {e}"),
+                    })
+            }
+            _ => Ok(default),
+        }
+    }
+}
+
+/// Whether the Lambda runtime started the process: it sets `AWS_LAMBDA_RUNTIME_API`.
+pub fn in_lambda(vars: &Vars) -> bool {
+    vars.contains("AWS_LAMBDA_RUNTIME_API")
 }
 
 /// `TO_DOWNLOAD_SQS_QUEUE_URL`, checked to be an http(s) URL.
-pub fn queue_url() -> Result<String, ConfigError> {
-    let value = required("TO_DOWNLOAD_SQS_QUEUE_URL")?;
+pub fn queue_url(vars: &Vars) -> Result<String, ConfigError> {
+    let value = vars.required("TO_DOWNLOAD_SQS_QUEUE_URL")?;
     match url::Url::parse(&value) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(value),
         Ok(url) => Err(ConfigError::Malformed {
@@ -72,9 +135,68 @@ pub fn queue_url() -> Result<String, ConfigError> {
 }
 
 /// `MAX_ACQUISITION_AGE_DAYS` (default 30): older acquisitions are reprocessing, not news.
-pub fn max_acquisition_age() -> Result<chrono::Duration, ConfigError> {
-    let days: u16 = optional("MAX_ACQUISITION_AGE_DAYS", 30)?;
+pub fn max_acquisition_age(vars: &Vars) -> Result<chrono::Duration, ConfigError> {
+    let days: u16 = vars.optional("MAX_ACQUISITION_AGE_DAYS", 30)?;
     Ok(chrono::Duration::days(days.into()))
+}
+
+/// The tiles HLS processes: the built-in list, or the file named by
+/// `ALLOWED_TILES_FILE` when that is set. The file is read here, at start-up,
+/// so that the domain's [`TileSet`] stays pure.
+pub fn tiles(vars: &Vars) -> Result<TileSet, ConfigError> {
+    let path = match vars.0.get("ALLOWED_TILES_FILE") {
+        Some(path) if !path.is_empty() => Path::new(path),
+        _ => return Ok(TileSet::built_in()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TileFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(TileSet::parse(&text)?)
+}
+
+/// `OUTBOX_LEASE_SECONDS` (default [`DEFAULT_LEASE`], at least 1): how long a
+/// sender holds the owed messages it claimed.
+pub fn outbox_lease(vars: &Vars) -> Result<Duration, ConfigError> {
+    let seconds: u64 = vars.optional("OUTBOX_LEASE_SECONDS", DEFAULT_LEASE.as_secs())?;
+    if seconds == 0 {
+        return Err(ConfigError::Malformed {
+            name: "OUTBOX_LEASE_SECONDS",
+            reason: "0: a sender must hold what it claimed while it sends".into(),
+        });
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The database settings both binaries read: where the connection comes from
+/// and the pool.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub source: DatabaseSource,
+    pub pool: PoolSettings,
+}
+
+impl DatabaseSettings {
+    /// [`DatabaseSource::read`] and [`PoolSettings::read`].
+    pub fn read(vars: &Vars, default_max_connections: u32) -> Result<Self, ConfigError> {
+        Ok(Self {
+            source: DatabaseSource::read(vars)?,
+            pool: PoolSettings::read(vars, default_max_connections)?,
+        })
+    }
+
+    /// A pool that connects on first use (see [`PoolSettings::connect_lazy`]);
+    /// the secret, if any, is read now.
+    pub async fn connect_lazy(&self, aws: &SdkConfig) -> Result<PgPool, ConfigError> {
+        let options = self.source.connect_options(aws).await?;
+        Ok(self.pool.connect_lazy(options))
+    }
+
+    /// A pool connected now.
+    pub async fn connect(&self, aws: &SdkConfig) -> Result<PgPool, ConfigError> {
+        let options = self.source.connect_options(aws).await?;
+        self.pool.connect(options).await
+    }
 }
 
 /// Where the database connection comes from.
@@ -97,11 +219,12 @@ impl std::fmt::Debug for DatabaseSource {
 }
 
 impl DatabaseSource {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        if let Ok(url) = required("DATABASE_URL") {
+    /// `DATABASE_URL`, else `DB_CONNECTION_SECRET_ARN`.
+    pub fn read(vars: &Vars) -> Result<Self, ConfigError> {
+        if let Ok(url) = vars.required("DATABASE_URL") {
             return Ok(Self::Url(url));
         }
-        if let Ok(arn) = required("DB_CONNECTION_SECRET_ARN") {
+        if let Ok(arn) = vars.required("DB_CONNECTION_SECRET_ARN") {
             return Ok(Self::Secret(arn));
         }
         Err(ConfigError::NoDatabase)
@@ -207,30 +330,29 @@ pub async fn secret_fields<const N: usize>(
     Ok(fields.try_into().expect("one field per key"))
 }
 
-/// The shared AWS configuration: region and credentials from the standard chain,
-/// `AWS_ENDPOINT_URL` for a local server, and timeouts so a dead endpoint fails
-/// fast: 3 s to connect, `AWS_ATTEMPT_TIMEOUT_SECONDS` (default 10) per attempt
-/// (SQS answers in milliseconds; a loaded local moto can take longer).
-pub async fn aws_config() -> Result<SdkConfig, ConfigError> {
-    aws_config_with(DEFAULT_ATTEMPT_TIMEOUT_SECONDS).await
-}
-
-/// `AWS_ATTEMPT_TIMEOUT_SECONDS`'s default for [`aws_config`].
+/// `AWS_ATTEMPT_TIMEOUT_SECONDS`'s default for [`aws_attempt_timeout`].
 pub const DEFAULT_ATTEMPT_TIMEOUT_SECONDS: u64 = 10;
 
-/// [`aws_config`] with another default attempt timeout: the push endpoint must
-/// answer within its 25 s, and the SDK makes up to three attempts, so a queue
-/// that hangs must fail its attempts sooner there.
-pub async fn aws_config_with(default_attempt_seconds: u64) -> Result<SdkConfig, ConfigError> {
-    let seconds: u64 = optional("AWS_ATTEMPT_TIMEOUT_SECONDS", default_attempt_seconds)?;
+/// `AWS_ATTEMPT_TIMEOUT_SECONDS` (at least 1), with the binary's default: the
+/// push endpoint must answer within its 25 s, and the SDK makes up to three
+/// attempts, so a queue that hangs must fail its attempts sooner there.
+pub fn aws_attempt_timeout(vars: &Vars, default_seconds: u64) -> Result<Duration, ConfigError> {
+    let seconds: u64 = vars.optional("AWS_ATTEMPT_TIMEOUT_SECONDS", default_seconds)?;
     if seconds == 0 {
         return Err(ConfigError::Malformed {
             name: "AWS_ATTEMPT_TIMEOUT_SECONDS",
             reason: "0: an attempt needs some time".into(),
         });
     }
-    let attempt_timeout = Duration::from_secs(seconds);
-    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The shared AWS configuration: region and credentials from the SDK's standard
+/// chain, `AWS_ENDPOINT_URL` for a local server, and timeouts so a dead endpoint
+/// fails fast: 3 s to connect, `attempt_timeout` per attempt (SQS answers in
+/// milliseconds; a loaded local moto can take longer).
+pub async fn aws_sdk_config(attempt_timeout: Duration) -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -238,7 +360,7 @@ pub async fn aws_config_with(default_attempt_seconds: u64) -> Result<SdkConfig, 
                 .build(),
         )
         .load()
-        .await)
+        .await
 }
 
 /// Pool settings. Lambda runs many environments at once, each with its own pool,
@@ -261,19 +383,18 @@ pub struct PoolSettings {
 }
 
 impl PoolSettings {
-    pub fn from_env(default_max_connections: u32) -> Result<Self, ConfigError> {
+    /// `DB_POOL_MAX_CONNECTIONS` (the binary's default), `DB_ACQUIRE_TIMEOUT_SECONDS`
+    /// (5) and the three Postgres timeouts.
+    pub fn read(vars: &Vars, default_max_connections: u32) -> Result<Self, ConfigError> {
+        let ms = |name: &'static str, default: u64| timeout_ms(name, vars.optional(name, default)?);
         Ok(Self {
-            max_connections: optional("DB_POOL_MAX_CONNECTIONS", default_max_connections)?.max(1),
-            acquire_timeout: Duration::from_secs(optional("DB_ACQUIRE_TIMEOUT_SECONDS", 5)?),
-            lock_timeout: timeout_ms("DB_LOCK_TIMEOUT_MS", optional("DB_LOCK_TIMEOUT_MS", 5_000)?)?,
-            statement_timeout: timeout_ms(
-                "DB_STATEMENT_TIMEOUT_MS",
-                optional("DB_STATEMENT_TIMEOUT_MS", 20_000)?,
-            )?,
-            idle_in_transaction_timeout: timeout_ms(
-                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-                optional("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000)?,
-            )?,
+            max_connections: vars
+                .optional("DB_POOL_MAX_CONNECTIONS", default_max_connections)?
+                .max(1),
+            acquire_timeout: Duration::from_secs(vars.optional("DB_ACQUIRE_TIMEOUT_SECONDS", 5)?),
+            lock_timeout: ms("DB_LOCK_TIMEOUT_MS", 5_000)?,
+            statement_timeout: ms("DB_STATEMENT_TIMEOUT_MS", 20_000)?,
+            idle_in_transaction_timeout: ms("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000)?,
         })
     }
 
@@ -373,6 +494,105 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn blank_is_unset_and_set_but_unparseable_is_an_error() {
+        let vars = vars(&[("A", " 7 "), ("BLANK", "  "), ("BAD", "x")]);
+        assert_eq!(vars.optional("A", 1u32).unwrap(), 7);
+        assert_eq!(vars.optional("BLANK", 1u32).unwrap(), 1);
+        assert_eq!(vars.optional("UNSET", 1u32).unwrap(), 1);
+        assert_eq!(
+            vars.optional("BAD", 1u32).unwrap_err().to_string(),
+            r#"BAD is malformed: "x": invalid digit found in string"#
+        );
+        assert_eq!(vars.required("A").unwrap(), " 7 ");
+        assert_eq!(
+            vars.required("BLANK").unwrap_err().to_string(),
+            "BLANK is not set"
+        );
+        assert!(matches!(
+            DatabaseSource::read(&vars),
+            Err(ConfigError::NoDatabase)
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_value_that_is_not_utf8_is_malformed_when_required() {
+        use std::os::unix::ffi::OsStringExt;
+        let vars: Vars = [(OsString::from("X"), OsString::from_vec(vec![0xff]))]
+            .into_iter()
+            .collect();
+        assert!(vars.contains("X"));
+        assert_eq!(
+            vars.required("X").unwrap_err().to_string(),
+            "X is malformed: not UTF-8"
+        );
+    }
+
+    #[test]
+    fn settings_shared_by_both_binaries_keep_their_checks() {
+        let bad = |pairs: &[(&str, &str)]| vars(pairs);
+        assert_eq!(
+            outbox_lease(&bad(&[("OUTBOX_LEASE_SECONDS", "0")]))
+                .unwrap_err()
+                .to_string(),
+            "OUTBOX_LEASE_SECONDS is malformed: 0: a sender must hold what it claimed while it sends"
+        );
+        assert_eq!(outbox_lease(&bad(&[])).unwrap(), DEFAULT_LEASE);
+        assert_eq!(
+            aws_attempt_timeout(&bad(&[]), 3).unwrap(),
+            Duration::from_secs(3)
+        );
+        assert!(aws_attempt_timeout(&bad(&[("AWS_ATTEMPT_TIMEOUT_SECONDS", "0")]), 3).is_err());
+        assert!(
+            queue_url(&bad(&[("TO_DOWNLOAD_SQS_QUEUE_URL", "ftp://q")]))
+                .unwrap_err()
+                .to_string()
+                .contains("is not http(s)")
+        );
+        let pool = PoolSettings::read(&bad(&[("DB_POOL_MAX_CONNECTIONS", "0")]), 2).unwrap();
+        assert_eq!(pool.max_connections, 1);
+        assert_eq!(pool.lock_timeout, Duration::from_secs(5));
+        assert!(PoolSettings::read(&bad(&[("DB_STATEMENT_TIMEOUT_MS", "0")]), 2).is_err());
+        let source = DatabaseSource::read(&bad(&[
+            ("DATABASE_URL", ""),
+            ("DB_CONNECTION_SECRET_ARN", "arn:x"),
+        ]))
+        .unwrap();
+        assert!(matches!(source, DatabaseSource::Secret(arn) if arn == "arn:x"));
+        assert_eq!(max_acquisition_age(&bad(&[])).unwrap().num_days(), 30);
+    }
+
+    #[test]
+    fn the_tile_list_is_built_in_unless_a_file_is_named() {
+        assert_eq!(
+            tiles(&vars(&[("ALLOWED_TILES_FILE", "")])).unwrap().len(),
+            18_952
+        );
+        let missing = tiles(&vars(&[("ALLOWED_TILES_FILE", "/nonexistent/tiles.txt")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("cannot read tile list /nonexistent/tiles.txt: "),
+            "{missing}"
+        );
+        let path = std::env::temp_dir().join(format!("tiles-{}.txt", std::process::id()));
+        std::fs::write(&path, "01ABC\nnope\n").unwrap();
+        let bad = tiles(&vars(&[("ALLOWED_TILES_FILE", path.to_str().unwrap())]));
+        std::fs::remove_file(&path).unwrap();
+        assert!(bad.unwrap_err().to_string().contains("line 2"));
+    }
+
+    #[test]
+    fn vars_never_print_their_values() {
+        let vars = vars(&[("DATABASE_URL", "postgres://u:hunter2@h/d")]);
+        assert!(!format!("{vars:?}").contains("hunter2"));
     }
 
     #[test]

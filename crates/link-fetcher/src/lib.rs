@@ -1,14 +1,17 @@
 //! The polling link fetcher: Lambda events and the command line, translated into
 //! calls of [`hls_core::use_cases::day_fetch::fetch_day`].
 
+pub mod progress;
+pub mod settings;
+
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use hls_core::adapters::catalogue::{ODataCatalogue, Platform, odata::DEFAULT_SEARCH_URL};
+use hls_core::adapters::catalogue::{CatalogueError, ODataCatalogue, Platform, distinct_causes};
 use hls_core::adapters::metrics::{Metric, Metrics, median_and_p99};
-use hls_core::config::{self, DatabaseSource, PoolSettings, optional};
+use hls_core::config;
 use hls_core::use_cases::audit::{DayAudit, audit_day};
 use hls_core::use_cases::day_fetch::{
-    DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, StoreRecorder, fetch_day,
+    DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, Progress, StoreRecorder, fetch_day,
 };
 use hls_core::{
     FoundBy, Granule, GranuleStore, Handoff, RecordError, SqsQueue, StoreError, TileSet,
@@ -16,6 +19,7 @@ use hls_core::{
 };
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
+use settings::{SearchSettings, Settings, StoreSettings};
 
 /// What CloudFormation is told the schema resource is called.
 pub const SCHEMA_RESOURCE_ID: &str = "hls-link-fetcher-schema";
@@ -277,15 +281,12 @@ pub struct Search {
 }
 
 impl Search {
-    /// `SEARCH_URL`, `ALLOWED_TILES_FILE`, `MAX_ACQUISITION_AGE_DAYS` and the
-    /// catalogue settings of [`FetchOptions::from_env`].
-    pub fn from_env() -> anyhow::Result<Self> {
-        let search_url: String = optional("SEARCH_URL", DEFAULT_SEARCH_URL.to_owned())?;
+    pub fn new(settings: SearchSettings) -> Result<Self, CatalogueError> {
         Ok(Self {
-            catalogue: ODataCatalogue::new(&search_url)?,
-            tiles: TileSet::from_env()?,
-            options: FetchOptions::from_env()?,
-            max_acquisition_age: config::max_acquisition_age()?,
+            catalogue: ODataCatalogue::new(&settings.search_url)?,
+            tiles: settings.tiles,
+            options: settings.options,
+            max_acquisition_age: settings.max_acquisition_age,
         })
     }
 
@@ -304,6 +305,7 @@ impl Search {
         date: NaiveDate,
         platform: Option<Platform>,
         on_granule: impl Fn(&Granule) + Sync,
+        progress: &dyn Progress,
     ) -> Result<DaySummary, DayFetchError> {
         let recorder = DryRun { on_granule };
         let query = self.query(date, platform);
@@ -314,6 +316,7 @@ impl Search {
             &query,
             &self.options,
             Deadline::none(),
+            progress,
         )
         .await
     }
@@ -330,26 +333,21 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
-    /// Also `TO_DOWNLOAD_SQS_QUEUE_URL`, `SQS_SEND_CONCURRENCY` (default 8),
-    /// `OUTBOX_LEASE_SECONDS` (default 120), the metrics settings of
-    /// [`Metrics::from_env`] and the database settings of [`store_from_env`].
-    pub async fn from_env() -> anyhow::Result<Self> {
-        let search = Search::from_env()?;
-        let aws = config::aws_config().await?;
+    /// The catalogue client, the AWS clients and a pool that connects on first
+    /// use; the database secret, if one is named, is read now.
+    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let search = Search::new(settings.search)?;
+        let aws = config::aws_sdk_config(settings.store.aws_attempt_timeout).await;
         let queue = SqsQueue::new(
             aws_sdk_sqs::Client::new(&aws),
-            config::queue_url()?,
-            optional("SQS_SEND_CONCURRENCY", 8)?,
+            settings.queue_url,
+            settings.send_concurrency,
         );
-        let store = store_from_env(&aws).await?;
+        let store = lazy_store(&settings.store.database, &aws).await?;
         Ok(Self {
             search,
-            handoff: Handoff::new(
-                store,
-                queue,
-                hls_core::use_cases::handoff::lease_from_env()?,
-            ),
-            metrics: Metrics::from_env(hls_core::adapters::logging::running_in_lambda())?,
+            handoff: Handoff::new(store, queue, settings.lease),
+            metrics: settings.metrics,
         })
     }
 
@@ -364,6 +362,17 @@ impl Dependencies {
         platform: Option<Platform>,
         deadline: Deadline,
     ) -> Result<DaySummary, DayFetchError> {
+        self.fetch_showing(date, platform, deadline, &()).await
+    }
+
+    /// [`Dependencies::fetch`], telling `progress` after each page.
+    pub async fn fetch_showing(
+        &self,
+        date: NaiveDate,
+        platform: Option<Platform>,
+        deadline: Deadline,
+        progress: &dyn Progress,
+    ) -> Result<DaySummary, DayFetchError> {
         let recorder = StoreRecorder {
             handoff: &self.handoff,
         };
@@ -376,6 +385,7 @@ impl Dependencies {
             &query,
             &search.options,
             deadline,
+            progress,
         )
         .await?;
         let mut metrics = vec![
@@ -401,7 +411,21 @@ impl Dependencies {
         platforms: &[Platform],
         requeue: bool,
         deadline: Deadline,
+        on_line: impl FnMut(&DayAudit),
+    ) -> Result<Vec<DayAudit>, RecordError> {
+        self.audit_showing(dates, platforms, requeue, deadline, on_line, &())
+            .await
+    }
+
+    /// [`Dependencies::audit`], telling `progress` after each page of each day.
+    pub async fn audit_showing(
+        &self,
+        dates: &[NaiveDate],
+        platforms: &[Platform],
+        requeue: bool,
+        deadline: Deadline,
         mut on_line: impl FnMut(&DayAudit),
+        progress: &dyn Progress,
     ) -> Result<Vec<DayAudit>, RecordError> {
         if requeue {
             // A queue still down shows in the lines (`unsent`) and in the requeue's own error.
@@ -424,6 +448,7 @@ impl Dependencies {
                     deadline,
                     &self.handoff,
                     requeue,
+                    progress,
                 )
                 .await?;
                 for (path, metrics) in line.metrics() {
@@ -468,13 +493,13 @@ impl Dependencies {
     }
 }
 
-/// The store from `DATABASE_URL` or `DB_CONNECTION_SECRET_ARN`, with a small pool
-/// (`DB_POOL_MAX_CONNECTIONS`, default 2) that connects on first use.
-pub async fn store_from_env(aws: &aws_config::SdkConfig) -> anyhow::Result<GranuleStore> {
-    let source = DatabaseSource::from_env()?;
-    let options = source.connect_options(aws).await?;
-    let pool = PoolSettings::from_env(2)?.connect_lazy(options);
-    Ok(GranuleStore::new(pool))
+/// The store over a pool that connects on first use, so that an invocation
+/// that needs no database (or a database down at start) does not fail to start.
+async fn lazy_store(
+    database: &config::DatabaseSettings,
+    aws: &aws_config::SdkConfig,
+) -> anyhow::Result<GranuleStore> {
+    Ok(GranuleStore::new(database.connect_lazy(aws).await?))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -605,10 +630,32 @@ async fn fetch_logged(
     Ok(summary)
 }
 
+/// What the command line prints for a failure: one line, each cause once (the
+/// causes of reqwest and hyper repeat one another). `verbose` adds a second
+/// line with the failed request: its URL (the whole query) and the transport's
+/// own description of the fault.
+pub fn error_report(error: &anyhow::Error, verbose: bool) -> String {
+    let mut report = format!("link-fetcher: {}", distinct_causes(error.as_ref()));
+    let request = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<CatalogueError>())
+        .and_then(CatalogueError::request);
+    if let (true, Some(request)) = (verbose, request) {
+        report.push_str(&format!(
+            "\nlink-fetcher: the last request: GET {}",
+            request.url
+        ));
+        if let Some(cause) = &request.cause {
+            report.push_str(&format!(": {cause}"));
+        }
+    }
+    report
+}
+
 /// `migrate`: the schema, from the database settings alone.
-pub async fn migrate_from_env() -> anyhow::Result<()> {
-    let aws = config::aws_config().await?;
-    let store = store_from_env(&aws).await?;
+pub async fn migrate(settings: &StoreSettings) -> anyhow::Result<()> {
+    let aws = config::aws_sdk_config(settings.aws_attempt_timeout).await;
+    let store = lazy_store(&settings.database, &aws).await?;
     store.migrate().await.context("applying the schema")?;
     Ok(())
 }
@@ -868,6 +915,33 @@ mod tests {
                 Event::DatePlatform { date, platform }
             );
         }
+    }
+
+    #[test]
+    fn an_error_report_is_one_line_and_the_request_only_when_verbose() {
+        use hls_core::adapters::catalogue::{FailedRequest, Fault};
+        let url = "https://catalogue.example/odata/v1/Products?$filter=very+long";
+        let error = anyhow::Error::new(DayFetchError::Catalogue {
+            attempts: 4,
+            elapsed: std::time::Duration::from_secs(29),
+            source: CatalogueError::Unreachable {
+                host: "catalogue.example".into(),
+                fault: Fault::Dns,
+                request: Box::new(FailedRequest {
+                    url: url.into(),
+                    cause: Some("dns error: failed to lookup address information".into()),
+                }),
+            },
+        });
+        assert_eq!(
+            error_report(&error, false),
+            "link-fetcher: catalogue catalogue.example unreachable (DNS lookup failed) after \
+             4 attempts in 29 s; check the network or SEARCH_URL"
+        );
+        let verbose = error_report(&error, true);
+        assert_eq!(verbose.lines().count(), 2, "{verbose}");
+        assert_eq!(verbose.matches(url).count(), 1, "{verbose}");
+        assert!(verbose.ends_with(": dns error: failed to lookup address information"));
     }
 
     #[test]

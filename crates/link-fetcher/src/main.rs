@@ -9,17 +9,24 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use hls_core::adapters::catalogue::Platform;
-use hls_core::adapters::logging;
+use hls_core::adapters::logging::{self, LogSettings};
+use hls_core::config::Vars;
 use hls_core::use_cases::audit::render_table;
-use hls_core::use_cases::day_fetch::Deadline;
+use hls_core::use_cases::day_fetch::{Deadline, RetryPolicy};
 use lambda_runtime::{LambdaEvent, service_fn};
-use link_fetcher::{Dependencies, Search, handle, migrate_from_env, parse_date};
+use link_fetcher::progress::{Counting, ProgressLine};
+use link_fetcher::settings::{self, SearchSettings, Settings, StoreSettings};
+use link_fetcher::{Dependencies, Search, error_report, handle, migrate, parse_date};
 use serde_json::Value;
+use tracing::level_filters::LevelFilter;
 
 /// Finds new Sentinel-2 L1C products in the CDSE catalogue and queues them for download.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    /// Log every product's decision, and say which request failed and how.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +45,10 @@ enum Command {
         /// queued, then the summary. Needs no database and no queue.
         #[arg(long)]
         dry_run: bool,
+        /// Attempts at each catalogue request (default: CATALOGUE_MAX_ATTEMPTS, else
+        /// 4 and none started after 30 s).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_attempts: Option<u32>,
     },
     /// Compares each day of the catalogue with what was recorded and queued,
     /// and prints one JSON line per (day, platform); a table too on a terminal.
@@ -60,6 +71,10 @@ enum Command {
         /// Exit with status 3 when any product is missing.
         #[arg(long)]
         fail_on_missing: bool,
+        /// Attempts at each catalogue request (default: CATALOGUE_MAX_ATTEMPTS, else
+        /// 4 and none started after 30 s).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_attempts: Option<u32>,
     },
     /// Applies the database schema (idempotent).
     Migrate,
@@ -70,24 +85,40 @@ const EXIT_MISSING: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    logging::init();
-    let result = if logging::running_in_lambda() {
-        run_lambda().await
-    } else {
-        run_command(Cli::parse().command).await
-    };
-    match result {
+    // The environment is read once, here; everything below gets its settings.
+    let vars = settings::environment();
+    let mut log = LogSettings::read(&vars);
+    if log.in_lambda {
+        logging::init(&log);
+        return match run_lambda(&vars).await {
+            Ok(code) => code,
+            Err(error) => {
+                // CloudWatch's JSON line; nobody reads stderr there.
+                tracing::error!(error = %format!("{error:#}"), "link-fetcher failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = Cli::parse();
+    if !cli.verbose && std::io::stderr().is_terminal() {
+        // A person is watching: the progress line, warnings and the error, not
+        // a line per product (RUST_LOG or -v bring those back).
+        log.default_level = LevelFilter::WARN;
+    }
+    logging::init(&log);
+    let verbose = cli.verbose || tracing::enabled!(tracing::Level::DEBUG);
+    match run_command(cli.command, &vars).await {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "link-fetcher failed");
-            eprintln!("link-fetcher: {error:#}");
+            // On stderr only: the same error as a log line too would say it twice.
+            eprintln!("{}", error_report(&error, verbose));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run_lambda() -> anyhow::Result<ExitCode> {
-    let deps = Dependencies::from_env().await?;
+async fn run_lambda(vars: &Vars) -> anyhow::Result<ExitCode> {
+    let deps = Dependencies::new(Settings::read(vars)?).await?;
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         handle(event, deps).await.inspect_err(|error| {
@@ -99,29 +130,45 @@ async fn run_lambda() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
+async fn run_command(command: Command, vars: &Vars) -> anyhow::Result<ExitCode> {
     match command {
         Command::Fetch {
             date,
             platform,
             dry_run: true,
+            max_attempts,
         } => {
-            let search = Search::from_env()?;
+            let mut settings = SearchSettings::read(vars)?;
+            settings.options.retry = with_attempts(settings.options.retry, max_attempts);
+            let search = Search::new(settings)?;
+            let progress = ProgressLine::on_terminal(Counting::WouldQueue);
             let summary = search
-                .dry_run(date, platform, |granule| {
-                    print_line(&granule.download_message());
-                })
-                .await?;
-            print_line(&summary);
+                .dry_run(
+                    date,
+                    platform,
+                    |granule| print_line(&granule.download_message()),
+                    &progress,
+                )
+                .await;
+            progress.clear();
+            print_line(&summary?);
         }
         Command::Fetch {
             date,
             platform,
             dry_run: false,
+            max_attempts,
         } => {
-            let deps = Dependencies::from_env().await?;
-            let summary = deps.fetch(date, platform, Deadline::none()).await?;
-            print_line(&summary);
+            let mut settings = Settings::read(vars)?;
+            let retry = &mut settings.search.options.retry;
+            *retry = with_attempts(*retry, max_attempts);
+            let deps = Dependencies::new(settings).await?;
+            let progress = ProgressLine::on_terminal(Counting::Queued);
+            let summary = deps
+                .fetch_showing(date, platform, Deadline::none(), &progress)
+                .await;
+            progress.clear();
+            print_line(&summary?);
         }
         Command::Audit {
             from,
@@ -129,6 +176,7 @@ async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             platform,
             requeue,
             fail_on_missing,
+            max_attempts,
         } => {
             let to = to.unwrap_or(from);
             anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
@@ -140,10 +188,26 @@ async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             );
             let dates: Vec<NaiveDate> = from.iter_days().take(days as usize).collect();
             let platforms = platform.map_or(Platform::ALL.to_vec(), |p| vec![p]);
-            let deps = Dependencies::from_env().await?;
+            let mut settings = Settings::read(vars)?;
+            let retry = &mut settings.search.options.retry;
+            *retry = with_attempts(*retry, max_attempts);
+            let deps = Dependencies::new(settings).await?;
+            let progress = ProgressLine::on_terminal(Counting::Nothing);
             let lines = deps
-                .audit(&dates, &platforms, requeue, Deadline::none(), print_line)
-                .await?;
+                .audit_showing(
+                    &dates,
+                    &platforms,
+                    requeue,
+                    Deadline::none(),
+                    |line| {
+                        progress.clear();
+                        print_line(line);
+                    },
+                    &progress,
+                )
+                .await;
+            progress.clear();
+            let lines = lines?;
             if std::io::stderr().is_terminal() {
                 eprint!("{}", render_table(&lines));
             }
@@ -159,11 +223,16 @@ async fn run_command(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Migrate => {
-            migrate_from_env().await?;
+            migrate(&StoreSettings::read(vars)?).await?;
             print_line(&serde_json::json!({"migrated": true}));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--max-attempts`, when given, over the settings' policy.
+fn with_attempts(retry: RetryPolicy, max_attempts: Option<u32>) -> RetryPolicy {
+    max_attempts.map_or(retry, |attempts| retry.with_attempts(attempts))
 }
 
 fn print_line(value: &impl serde::Serialize) {

@@ -434,3 +434,66 @@ async fn audit_compares_each_platform_emits_valid_metrics_and_fails_on_missing()
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_catalogue_is_one_short_line_naming_the_host_and_the_attempts() {
+    let day = day_in_stub().await;
+    let failure = |verbose: bool, rust_log: &str| {
+        let mut command = command(&day.stub, &day.tiles);
+        // Nothing listens on the discard port.
+        command
+            .env("SEARCH_URL", "http://127.0.0.1:9/")
+            .env("RUST_LOG", rust_log)
+            .env_remove("CATALOGUE_MAX_ATTEMPTS")
+            .args(["fetch", "--date", "2026-11-30", "--dry-run"])
+            .args(["--max-attempts", "2"]);
+        if verbose {
+            command.arg("-v");
+        }
+        command
+    };
+    let started = std::time::Instant::now();
+    let output = run(failure(false, "error")).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let error_lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
+    let line = error_lines[0];
+    assert!(line.len() < 200, "{} characters: {line}", line.len());
+    assert!(
+        line.starts_with(
+            "link-fetcher: catalogue 127.0.0.1:9 unreachable (connection refused) after 2 attempts in "
+        ),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("; check the network or SEARCH_URL"),
+        "{line}"
+    );
+
+    // The retries' warnings name the fault too, never the query.
+    let output = run(failure(false, "warn")).await;
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert!(
+        stderr.contains("unreachable (connection refused)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("/odata/v1/Products"), "{stderr}");
+    assert!(
+        !stderr.contains("link-fetcher failed"),
+        "said twice: {stderr}"
+    );
+
+    // -v: the request, once, and the transport's own words.
+    let output = run(failure(true, "error")).await;
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert_eq!(stderr.matches("/odata/v1/Products").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("GET http://127.0.0.1:9/odata/v1/Products?"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().next().unwrap().len() < 200, "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+}

@@ -7,6 +7,8 @@
 //! and queued once, through the core hand-off (`hls_core::use_cases::handoff`): the row
 //! commits before its message is sent, and a redelivery sends a message still owed.
 
+pub mod settings;
+
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
@@ -19,20 +21,19 @@ use axum::routing::post;
 use base64::Engine;
 use chrono::Utc;
 pub use hls_core::Password;
-use hls_core::config::{self, ConfigError, DatabaseSource, PoolSettings};
+use hls_core::config::{self, ConfigError, Vars};
 use hls_core::domain::notification::{NotificationError, ProductNotification, SubscriptionEvent};
 use hls_core::{
     DownloadQueue, FoundBy, GranuleStore, Handoff, RecordError, Redelivery, SqsQueue, TileSet,
 };
 use serde_json::json;
+use settings::Settings;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// Notifications are a few kilobytes; anything over this is not one.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const REALM: &str = "Basic realm=\"hls-s2-downloader\", charset=\"UTF-8\"";
-/// Lambda runs many environments at once, each with its own pool.
-const DEFAULT_POOL_CONNECTIONS: u32 = 2;
 /// `AWS_ATTEMPT_TIMEOUT_SECONDS`'s default here: three SQS attempts (the SDK's
 /// retries) must end well within the function's 25 s, or a hanging queue would
 /// time the request out instead of answering 503.
@@ -100,8 +101,9 @@ pub struct NotificationCredentials {
 }
 
 impl CredentialSource {
-    pub fn from_env() -> Result<Self, CredentialsError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// `NOTIFICATION_USERNAME` and `NOTIFICATION_PASSWORD`, else `STAGE`'s secret.
+    pub fn read(vars: &Vars) -> Result<Self, CredentialsError> {
+        Self::from_lookup(|name| vars.get(name).map(str::to_owned))
     }
 
     /// `lookup` reads one setting (the environment, or a map in tests).
@@ -213,25 +215,19 @@ pub struct Subscription<Q> {
 }
 
 impl Subscription<SqsQueue> {
-    /// Configuration, credentials, a lazy database pool and the SQS client.
-    /// The database is not contacted here: an outage surfaces per request as 503.
-    pub async fn from_env() -> anyhow::Result<Self> {
-        // Credentials first: without them the function must not start, whatever else is set.
-        let source = CredentialSource::from_env()?;
-        let aws = config::aws_config_with(ATTEMPT_TIMEOUT_SECONDS).await?;
-        let credentials = Credentials::load(&source, &aws).await?;
-        let queue_url = config::queue_url()?;
-        let max_acquisition_age = config::max_acquisition_age()?;
-        let tiles = TileSet::from_env()?;
-        let options = DatabaseSource::from_env()?.connect_options(&aws).await?;
-        let pool = PoolSettings::from_env(DEFAULT_POOL_CONNECTIONS)?.connect_lazy(options);
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url, 1);
-        let lease = hls_core::use_cases::handoff::lease_from_env()?;
+    /// The credentials (read from their secret now, if one is named), a lazy
+    /// database pool and the SQS client. The database is not contacted here:
+    /// an outage surfaces per request as 503.
+    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let aws = config::aws_sdk_config(settings.aws_attempt_timeout).await;
+        let credentials = Credentials::load(&settings.credentials, &aws).await?;
+        let pool = settings.database.connect_lazy(&aws).await?;
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), settings.queue_url, 1);
         Ok(Self {
             credentials,
-            handoff: Handoff::new(GranuleStore::new(pool), queue, lease),
-            tiles,
-            max_acquisition_age,
+            handoff: Handoff::new(GranuleStore::new(pool), queue, settings.lease),
+            tiles: settings.tiles,
+            max_acquisition_age: settings.max_acquisition_age,
         })
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hls_core::GranuleStore;
-use hls_core::config::{self, DatabaseSource, PoolSettings};
+use hls_core::adapters::logging::{self, LogSettings};
+use hls_core::config::{self, Vars};
+use link_subscription_handler::settings::{self, MigrateSettings, Settings};
 use link_subscription_handler::{Subscription, lambda_service, router, serve};
 
 #[derive(Parser)]
@@ -33,13 +35,16 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hls_core::adapters::logging::init();
-    if hls_core::adapters::logging::running_in_lambda() {
-        let result = run_lambda().await;
+    // The environment is read once, here; everything below gets its settings.
+    let vars = settings::environment();
+    let log = LogSettings::read(&vars);
+    logging::init(&log);
+    if log.in_lambda {
+        let result = run_lambda(&vars).await;
         log_failure(&result);
         return result;
     }
-    let result = run(Cli::parse().command).await;
+    let result = run(Cli::parse().command, &vars).await;
     log_failure(&result);
     result
 }
@@ -53,18 +58,18 @@ fn log_failure(result: &anyhow::Result<()>) {
     }
 }
 
-async fn run_lambda() -> anyhow::Result<()> {
+async fn run_lambda(vars: &Vars) -> anyhow::Result<()> {
     // Once per execution environment; a configuration error stops the start.
-    let subscription = Subscription::from_env().await?;
+    let subscription = Subscription::new(Settings::read(vars)?).await?;
     lambda_http::run(lambda_service(router(Arc::new(subscription))))
         .await
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, vars: &Vars) -> anyhow::Result<()> {
     match command {
         Command::Serve { listen } => {
-            let subscription = Subscription::from_env().await?;
+            let subscription = Subscription::new(Settings::read(vars)?).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -73,9 +78,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let aws = config::aws_config().await?;
-            let options = DatabaseSource::from_env()?.connect_options(&aws).await?;
-            let pool = PoolSettings::from_env(1)?.connect(options).await?;
+            let settings = MigrateSettings::read(vars)?;
+            let aws = config::aws_sdk_config(settings.aws_attempt_timeout).await;
+            let pool = settings.database.connect(&aws).await?;
             GranuleStore::new(pool).migrate().await?;
             tracing::info!("schema is up to date");
             Ok(())

@@ -8,6 +8,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::config::{self, Vars};
+
 /// Crates that log whole requests at `debug` or `trace`: the Lambda runtime logs
 /// each raw event (the push event carries its `Authorization` header), the HTTP
 /// and AWS SDK stacks log headers and signing input. Targets match by prefix, so
@@ -21,28 +23,44 @@ const CAPPED_TARGETS: [&str; 6] = [
     "aws_sigv4",
 ];
 
-/// Logs go to stderr so that a command's stdout stays machine-readable.
-/// `RUST_LOG` sets the filter (default `info`), except that [`CAPPED_TARGETS`]
-/// never log below `info`.
-pub fn init() {
-    let rust_log = std::env::var("RUST_LOG").ok();
-    let ansi = !running_in_lambda() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // A second call (tests) keeps the first subscriber.
-    let _ = subscriber(
-        rust_log.as_deref(),
-        running_in_lambda(),
-        ansi,
-        std::io::stderr,
-    )
-    .try_init();
+/// How the process logs, from the settings read at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `RUST_LOG`: the filter, whatever else is said here.
+    pub rust_log: Option<String>,
+    /// Started by the Lambda runtime (which sets `AWS_LAMBDA_RUNTIME_API`):
+    /// JSON lines for CloudWatch.
+    pub in_lambda: bool,
+    /// The level when `RUST_LOG` is unset, empty or unreadable.
+    pub default_level: LevelFilter,
 }
 
-/// `RUST_LOG`'s filter; unset, empty or unreadable means `info`.
-pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+impl LogSettings {
+    /// `RUST_LOG` and `AWS_LAMBDA_RUNTIME_API`; `info` by default.
+    pub fn read(vars: &Vars) -> Self {
+        Self {
+            rust_log: vars.get("RUST_LOG").map(str::to_owned),
+            in_lambda: config::in_lambda(vars),
+            default_level: LevelFilter::INFO,
+        }
+    }
+}
+
+/// Logs go to stderr so that a command's stdout stays machine-readable.
+/// `RUST_LOG` sets the filter (default [`LogSettings::default_level`]), except
+/// that [`CAPPED_TARGETS`] never log below `info`.
+pub fn init(settings: &LogSettings) {
+    let ansi = !settings.in_lambda && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A second call (tests) keeps the first subscriber.
+    let _ = subscriber(settings, ansi, std::io::stderr).try_init();
+}
+
+/// `RUST_LOG`'s filter; unset, empty or unreadable means `default`.
+pub fn log_filter(rust_log: Option<&str>, default: LevelFilter) -> EnvFilter {
     rust_log
         .filter(|directives| !directives.trim().is_empty())
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"))
+        .unwrap_or_else(|| EnvFilter::new(default.to_string()))
 }
 
 /// Keeps [`CAPPED_TARGETS`] at `info` or above and lets everything else through.
@@ -55,10 +73,9 @@ pub fn runtime_cap() -> Targets {
         .with_targets(CAPPED_TARGETS.map(|target| (target, LevelFilter::INFO)))
 }
 
-/// The subscriber [`init`] installs, writing to `writer`: JSON lines when `json`.
+/// The subscriber [`init`] installs, writing to `writer`: JSON lines in Lambda.
 pub fn subscriber<W>(
-    rust_log: Option<&str>,
-    json: bool,
+    settings: &LogSettings,
     ansi: bool,
     writer: W,
 ) -> Box<dyn Subscriber + Send + Sync>
@@ -66,9 +83,12 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(log_filter(rust_log))
+        .with_env_filter(log_filter(
+            settings.rust_log.as_deref(),
+            settings.default_level,
+        ))
         .with_writer(writer);
-    if json {
+    if settings.in_lambda {
         Box::new(
             builder
                 .json()
@@ -83,11 +103,6 @@ where
     } else {
         Box::new(builder.with_ansi(ansi).finish().with(runtime_cap()))
     }
-}
-
-/// The Lambda runtime sets `AWS_LAMBDA_RUNTIME_API` for the function's process.
-pub fn running_in_lambda() -> bool {
-    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
 #[cfg(test)]
@@ -110,9 +125,18 @@ mod tests {
     }
 
     fn logged(rust_log: Option<&str>, json: bool) -> String {
+        logged_with(rust_log, json, LevelFilter::INFO)
+    }
+
+    fn logged_with(rust_log: Option<&str>, json: bool, default_level: LevelFilter) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = subscriber(rust_log, json, false, move || writer.clone());
+        let settings = LogSettings {
+            rust_log: rust_log.map(str::to_owned),
+            in_lambda: json,
+            default_level,
+        };
+        let subscriber = subscriber(&settings, false, move || writer.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::trace!(target: "lambda_runtime", "Authorization: Basic secret");
             tracing::debug!(target: "lambda_runtime::layers::trace", "Authorization: Basic secret2");
@@ -151,5 +175,24 @@ mod tests {
         }
         let out = logged(Some("link_fetcher=debug"), false);
         assert!(out.contains("our own debug") && !out.contains("our own trace"));
+    }
+
+    #[test]
+    fn the_default_level_applies_only_without_rust_log() {
+        let quiet = logged_with(None, false, LevelFilter::WARN);
+        assert!(!quiet.contains("runtime started"), "{quiet}");
+        let asked = logged_with(Some("info"), false, LevelFilter::WARN);
+        assert!(asked.contains("runtime started"), "{asked}");
+    }
+
+    #[test]
+    fn settings_come_from_the_snapshot() {
+        let vars: Vars = [("RUST_LOG", "debug"), ("AWS_LAMBDA_RUNTIME_API", "")]
+            .into_iter()
+            .collect();
+        let settings = LogSettings::read(&vars);
+        assert_eq!(settings.rust_log.as_deref(), Some("debug"));
+        assert!(settings.in_lambda);
+        assert!(!LogSettings::read(&Vars::default()).in_lambda);
     }
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::config::{ConfigError, optional};
+use crate::config::{ConfigError, Vars};
 
 /// `METRICS_NAMESPACE`'s default.
 pub const DEFAULT_NAMESPACE: &str = "HLS/S2LinkFetcher";
@@ -116,9 +116,9 @@ enum Sink {
 impl Metrics {
     /// `METRICS_NAMESPACE` (default [`DEFAULT_NAMESPACE`]) and `METRICS_EMF`
     /// (`on`/`off`; default on in Lambda, off elsewhere).
-    pub fn from_env(in_lambda: bool) -> Result<Self, ConfigError> {
-        let namespace: String = optional("METRICS_NAMESPACE", DEFAULT_NAMESPACE.to_owned())?;
-        let enabled = match optional("METRICS_EMF", String::new())?.as_str() {
+    pub fn read(vars: &Vars, in_lambda: bool) -> Result<Self, ConfigError> {
+        let namespace: String = vars.optional("METRICS_NAMESPACE", DEFAULT_NAMESPACE.to_owned())?;
+        let enabled = match vars.optional("METRICS_EMF", String::new())?.as_str() {
             "" => in_lambda,
             "on" | "true" | "1" => true,
             "off" | "false" | "0" => false,
@@ -188,6 +188,25 @@ mod tests {
         assert_eq!(median_and_p99(&hundred), Some((50.0, 99.0)));
         let thousand: Vec<f64> = (1..=1000).map(f64::from).collect();
         assert_eq!(median_and_p99(&thousand), Some((500.0, 990.0)));
+    }
+
+    #[test]
+    fn metrics_go_to_stdout_in_lambda_and_nowhere_on_the_command_line_by_default() {
+        let vars = |pairs: &[(&str, &str)]| -> Vars { pairs.iter().copied().collect() };
+        assert_eq!(Metrics::read(&vars(&[]), true).unwrap().sink, Sink::Stdout);
+        assert_eq!(Metrics::read(&vars(&[]), false).unwrap().sink, Sink::Off);
+        let on = Metrics::read(
+            &vars(&[("METRICS_EMF", "on"), ("METRICS_NAMESPACE", "X")]),
+            false,
+        )
+        .unwrap();
+        assert_eq!((on.sink, on.namespace.as_str()), (Sink::Stderr, "X"));
+        assert_eq!(
+            Metrics::read(&vars(&[("METRICS_EMF", "maybe")]), true)
+                .unwrap_err()
+                .to_string(),
+            r#"METRICS_EMF is malformed: "maybe" is not on or off"#
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The MGRS tiles HLS processes.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use crate::domain::granule::is_tile_id;
 
@@ -15,11 +14,6 @@ pub struct TileSet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TileListError {
-    #[error("cannot read tile list {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("tile list line {line}: {value:?} is not a tile id (5 characters of 0-9, A-Z)")]
     BadLine { line: usize, value: String },
     #[error("tile list is empty")]
@@ -27,24 +21,10 @@ pub enum TileListError {
 }
 
 impl TileSet {
+    /// A list given by the deployment (`ALLOWED_TILES_FILE`) is read by the
+    /// settings and handed to [`TileSet::parse`].
     pub fn built_in() -> Self {
         Self::parse(BUILT_IN_TILES).expect("the built-in tile list is valid")
-    }
-
-    /// The built-in list, or the file named by `ALLOWED_TILES_FILE` when that is set.
-    pub fn from_env() -> Result<Self, TileListError> {
-        match std::env::var_os("ALLOWED_TILES_FILE") {
-            Some(path) if !path.is_empty() => Self::from_file(Path::new(&path)),
-            _ => Ok(Self::built_in()),
-        }
-    }
-
-    pub fn from_file(path: &Path) -> Result<Self, TileListError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TileListError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text)
     }
 
     /// One tile id per line; blank lines are ignored.

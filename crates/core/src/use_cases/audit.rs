@@ -18,7 +18,8 @@ use crate::adapters::store::{FetchCursor, FoundBy};
 use crate::domain::granule::Granule;
 use crate::domain::tiles::TileSet;
 use crate::use_cases::day_fetch::{
-    DayFetchError, Deadline, FetchOptions, Fetched, cursor_after, fetch_page, seconds_between,
+    DayFetchError, Deadline, FetchOptions, Fetched, Progress, Tally, cursor_after, fetch_page,
+    seconds_between,
 };
 use crate::use_cases::handoff::{Handoff, RecordError};
 
@@ -146,6 +147,7 @@ pub async fn read_day<C: Catalogue>(
     query: &DayQuery,
     options: &FetchOptions,
     deadline: Deadline,
+    progress: &dyn Progress,
 ) -> CatalogueDay {
     let mut day = CatalogueDay::default();
     let mut cursor = FetchCursor {
@@ -162,8 +164,13 @@ pub async fn read_day<C: Catalogue>(
                 day.error = Some("the deadline came before the day was read".into());
                 return day;
             }
-            Fetched::Failed(source) => {
-                day.error = Some(DayFetchError::Catalogue { attempts, source }.to_string());
+            Fetched::Failed(source, elapsed) => {
+                let error = DayFetchError::Catalogue {
+                    attempts,
+                    elapsed,
+                    source,
+                };
+                day.error = Some(error.to_string());
                 return day;
             }
         };
@@ -178,6 +185,11 @@ pub async fn read_day<C: Catalogue>(
                 Err(_) => day.rejected += 1,
             }
         }
+        progress.page_done(Tally {
+            pages: day.pages,
+            examined: day.products,
+            queued: 0,
+        });
         if last {
             return day;
         }
@@ -196,6 +208,7 @@ pub async fn read_day<C: Catalogue>(
 /// Audits one (day, platform): reads it, compares it with the store and, with
 /// `requeue`, records and queues the missing granules (found by `audit`).
 /// An error is the store's: the catalogue's faults are in the line.
+#[allow(clippy::too_many_arguments)] // each is one of the audit's inputs; a struct would only rename them
 pub async fn audit_day<C: Catalogue, Q: DownloadQueue>(
     catalogue: &C,
     tiles: &TileSet,
@@ -204,8 +217,9 @@ pub async fn audit_day<C: Catalogue, Q: DownloadQueue>(
     deadline: Deadline,
     handoff: &Handoff<Q>,
     requeue: bool,
+    progress: &dyn Progress,
 ) -> Result<DayAudit, RecordError> {
-    let day = read_day(catalogue, tiles, query, options, deadline).await;
+    let day = read_day(catalogue, tiles, query, options, deadline, progress).await;
     // A product can be listed once only, but be safe: compare unique ids.
     let mut allowed: Vec<&Granule> = day.allowed.iter().collect();
     allowed.sort_unstable_by(|a, b| a.id.cmp(&b.id));

@@ -31,28 +31,16 @@ use tokio::time::Instant;
 
 use crate::adapters::queue::{DownloadQueue, MAX_BATCH, QueueError};
 use crate::adapters::store::{FoundBy, GranuleStore, OwedState, StoreError};
-use crate::config::{ConfigError, optional};
 use crate::domain::granule::{DownloadMessage, Granule};
 
-/// How long a sender holds the owed messages it claimed (`OUTBOX_LEASE_SECONDS`):
+/// How long a sender holds the owed messages it claimed (`OUTBOX_LEASE_SECONDS`,
+/// read by [`crate::config::outbox_lease`]):
 /// longer than any send of one claim takes, so that no one else sends them meanwhile.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 /// Owed messages claimed at once by [`Handoff::send_owed`].
 const OWED_CLAIM: i64 = 500;
 /// How often a redelivery looks again at a message another sender holds.
 const REDELIVERY_POLL: Duration = Duration::from_millis(50);
-
-/// `OUTBOX_LEASE_SECONDS` (default [`DEFAULT_LEASE`], at least 1).
-pub fn lease_from_env() -> Result<Duration, ConfigError> {
-    let seconds: u64 = optional("OUTBOX_LEASE_SECONDS", DEFAULT_LEASE.as_secs())?;
-    if seconds == 0 {
-        return Err(ConfigError::Malformed {
-            name: "OUTBOX_LEASE_SECONDS",
-            reason: "0: a sender must hold what it claimed while it sends".into(),
-        });
-    }
-    Ok(Duration::from_secs(seconds))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

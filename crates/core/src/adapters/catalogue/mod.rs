@@ -127,18 +127,37 @@ pub struct PageProduct {
     pub granule: Result<Granule, String>,
 }
 
+/// Why one attempt failed. The messages name the catalogue's host and the kind
+/// of fault, never the query URL (the whole filter, percent-encoded): that is
+/// kept in [`FailedRequest`] for whoever asks for details.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CatalogueError {
-    /// A fault that may pass: HTTP 429 or 5xx, a connection error, a timeout.
-    #[error("{reason}")]
-    Transient {
-        reason: String,
+    /// No answer: the name did not resolve, the connection failed, the attempt
+    /// timed out or the answer was cut short. May pass.
+    #[error("catalogue {host} unreachable ({fault})")]
+    Unreachable {
+        host: String,
+        fault: Fault,
+        request: Box<FailedRequest>,
+    },
+    /// HTTP 408, 429 or 5xx: may pass.
+    #[error("catalogue {host} answered HTTP {status}: {message}")]
+    Unavailable {
+        host: String,
+        status: u16,
+        message: String,
         /// What the catalogue asked for in `Retry-After`.
         retry_after: Option<Duration>,
+        request: Box<FailedRequest>,
     },
-    /// The catalogue refused the request (a 4xx other than 429): a retry cannot help.
-    #[error("catalogue answered HTTP {status}: {message}")]
-    Refused { status: u16, message: String },
+    /// The catalogue refused the request (a 4xx other than 408 and 429): a retry cannot help.
+    #[error("catalogue {host} answered HTTP {status}: {message}")]
+    Refused {
+        host: String,
+        status: u16,
+        message: String,
+        request: Box<FailedRequest>,
+    },
     /// The answer is not the expected JSON page.
     #[error("catalogue page is not the expected JSON: {0}")]
     Malformed(String),
@@ -146,10 +165,86 @@ pub enum CatalogueError {
     Client(String),
 }
 
+/// The kind of fault of an attempt that got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Dns,
+    ConnectionRefused,
+    Connection,
+    Timeout,
+    CutShort,
+    Other,
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Dns => "DNS lookup failed",
+            Self::ConnectionRefused => "connection refused",
+            Self::Connection => "connection failed",
+            Self::Timeout => "timed out",
+            Self::CutShort => "the answer was cut short",
+            Self::Other => "request failed",
+        })
+    }
+}
+
+/// The request behind a failure, for a verbose report: its URL, and the
+/// transport's own description of the fault when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRequest {
+    pub url: String,
+    pub cause: Option<String>,
+}
+
 impl CatalogueError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        matches!(self, Self::Unreachable { .. } | Self::Unavailable { .. })
     }
+
+    /// What the catalogue asked for in `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The failed request, when one was made.
+    pub fn request(&self) -> Option<&FailedRequest> {
+        match self {
+            Self::Unreachable { request, .. }
+            | Self::Unavailable { request, .. }
+            | Self::Refused { request, .. } => Some(request),
+            Self::Malformed(_) | Self::Client(_) => None,
+        }
+    }
+
+    /// What the person who started the run can do about it, if anything.
+    pub fn advice(&self) -> Option<&'static str> {
+        match self {
+            Self::Unreachable { .. } => Some("check the network or SEARCH_URL"),
+            Self::Unavailable { .. } => Some("the catalogue is busy or down: try again later"),
+            Self::Refused { .. } | Self::Malformed(_) | Self::Client(_) => None,
+        }
+    }
+}
+
+/// The text of `error` and of each of its causes that says something new: a
+/// cause whose text is already contained (as reqwest's and hyper's repeat
+/// theirs) is dropped. Joined with `": "`.
+pub fn distinct_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A catalogue that pages through one day's products in publication order.
@@ -194,5 +289,61 @@ mod tests {
             "2024-03-02T00:00:00+00:00"
         );
         assert_eq!(query.platform_label(), ALL_PLATFORMS);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Chain {
+        text: &'static str,
+        source: Option<Box<Chain>>,
+    }
+
+    #[test]
+    fn a_cause_already_said_is_not_said_again() {
+        let chain = Chain {
+            text: "error sending request",
+            source: Some(Box::new(Chain {
+                text: "client error (Connect)",
+                source: Some(Box::new(Chain {
+                    text: "tcp connect error: Connection refused (os error 111)",
+                    source: Some(Box::new(Chain {
+                        text: "Connection refused (os error 111)",
+                        source: None,
+                    })),
+                })),
+            })),
+        };
+        assert_eq!(
+            distinct_causes(&chain),
+            "error sending request: client error (Connect): tcp connect error: Connection \
+             refused (os error 111)"
+        );
+    }
+
+    #[test]
+    fn messages_name_the_host_not_the_url() {
+        let request = Box::new(FailedRequest {
+            url: "http://catalogue.example/odata/v1/Products?$filter=long".into(),
+            cause: None,
+        });
+        let error = CatalogueError::Unreachable {
+            host: "catalogue.example".into(),
+            fault: Fault::Dns,
+            request: request.clone(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "catalogue catalogue.example unreachable (DNS lookup failed)"
+        );
+        assert!(error.is_transient() && error.advice().is_some());
+        let refused = CatalogueError::Refused {
+            host: "catalogue.example".into(),
+            status: 400,
+            message: "Invalid filter".into(),
+            request,
+        };
+        assert!(!refused.is_transient());
+        assert!(!refused.to_string().contains("$filter"));
+        assert!(refused.request().unwrap().url.contains("$filter"));
     }
 }

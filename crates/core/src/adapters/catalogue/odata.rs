@@ -9,7 +9,10 @@ use reqwest::header::RETRY_AFTER;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest};
+use super::{
+    Catalogue, CatalogueError, CataloguePage, DayQuery, FailedRequest, Fault, PageProduct,
+    PageRequest, distinct_causes,
+};
 use crate::domain::error_body::{error_message, short, short_json, snippet};
 use crate::domain::granule::{Granule, ProductFields};
 use crate::domain::product::{md5_checksum, parse_timestamp, tile_id_attribute};
@@ -75,57 +78,109 @@ impl Catalogue for ODataCatalogue {
         request: &PageRequest,
     ) -> Result<CataloguePage, CatalogueError> {
         let url = page_url(&self.products_url, query, request);
+        let host = host(&self.products_url);
+        let failed = |cause: Option<String>| {
+            Box::new(FailedRequest {
+                url: url.to_string(),
+                cause,
+            })
+        };
         let response = self
             .client
-            .get(url)
+            .get(url.clone())
             .timeout(request.timeout)
             .send()
             .await
-            .map_err(request_error)?;
+            .map_err(|e| request_error(&host, e, &failed))?;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
-        let body = response.bytes().await.map_err(request_error)?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| request_error(&host, e, &failed))?;
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()
         {
-            return Err(CatalogueError::Transient {
-                reason: format!(
-                    "catalogue answered HTTP {}: {}",
-                    status.as_u16(),
-                    error_message(&body)
-                ),
+            return Err(CatalogueError::Unavailable {
+                host,
+                status: status.as_u16(),
+                message: error_message(&body),
                 retry_after,
+                request: failed(None),
             });
         }
         if !status.is_success() {
             return Err(CatalogueError::Refused {
+                host,
                 status: status.as_u16(),
                 message: error_message(&body),
+                request: failed(None),
             });
         }
         parse_page(&body)
     }
 }
 
-fn request_error(e: reqwest::Error) -> CatalogueError {
-    if e.is_builder() {
-        return CatalogueError::Client(e.to_string());
+/// The catalogue's host as errors name it: with its port when not the scheme's default.
+fn host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
     }
-    // Connection refused or reset, timeouts, a body cut short: all may pass.
-    let mut reason = format!("catalogue request failed: {e}");
-    let mut source = std::error::Error::source(&e);
+}
+
+/// A request that got no answer: connection refused or reset, a name that does
+/// not resolve, a timeout, a body cut short. All may pass. The message keeps
+/// the kind of fault; the URL and reqwest's chain (each cause once) go in
+/// [`FailedRequest`].
+fn request_error(
+    host: &str,
+    e: reqwest::Error,
+    failed: &impl Fn(Option<String>) -> Box<FailedRequest>,
+) -> CatalogueError {
+    if e.is_builder() {
+        return CatalogueError::Client(e.without_url().to_string());
+    }
+    let fault = fault(&e);
+    let e = e.without_url();
+    CatalogueError::Unreachable {
+        host: host.to_owned(),
+        fault,
+        request: failed(Some(distinct_causes(&e))),
+    }
+}
+
+fn fault(e: &reqwest::Error) -> Fault {
+    if e.is_timeout() {
+        return Fault::Timeout;
+    }
+    let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        reason.push_str(&format!(": {cause}"));
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Fault::ConnectionRefused,
+                std::io::ErrorKind::TimedOut => return Fault::Timeout,
+                _ => {}
+            }
+        }
+        // hyper-util's connector says so, over the resolver's own error.
+        if cause.to_string().starts_with("dns error") {
+            return Fault::Dns;
+        }
         source = cause.source();
     }
-    CatalogueError::Transient {
-        reason,
-        retry_after: None,
+    if e.is_connect() {
+        Fault::Connection
+    } else if e.is_body() || e.is_decode() {
+        Fault::CutShort
+    } else {
+        Fault::Other
     }
 }
 

@@ -20,7 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 pub use deadline::Deadline;
-pub use options::{FetchOptions, MAX_SETTLE_SECONDS, RetryPolicy};
+pub use options::{COMMAND_LINE_BUDGET, FetchOptions, MAX_SETTLE_SECONDS, RetryPolicy};
 pub use page::cursor_after;
 pub(crate) use page::{Fetched, TimedPage, fetch_page};
 pub use recorder::{DayRecorder, DryRun, StoreRecorder};
@@ -32,9 +32,18 @@ use crate::use_cases::handoff::RecordError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DayFetchError {
-    #[error("catalogue, after {attempts} attempt(s): {source}")]
+    /// One line a person can act on: the fault (host, kind or HTTP status), the
+    /// attempts and the time they took, and what to do.
+    #[error(
+        "{source} after {} in {}{}",
+        attempts_text(*.attempts),
+        seconds_text(*.elapsed),
+        .source.advice().map(|advice| format!("; {advice}")).unwrap_or_default()
+    )]
     Catalogue {
         attempts: u32,
+        /// From the first attempt to the last.
+        elapsed: Duration,
         #[source]
         source: CatalogueError,
     },
@@ -51,6 +60,43 @@ pub enum DayFetchError {
     )]
     SkipCap { at: String, max: u32 },
 }
+fn attempts_text(attempts: u32) -> String {
+    match attempts {
+        1 => "1 attempt".into(),
+        n => format!("{n} attempts"),
+    }
+}
+
+fn seconds_text(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    if seconds < 10.0 {
+        format!("{seconds:.1} s")
+    } else {
+        format!("{seconds:.0} s")
+    }
+}
+
+/// How far a day has got, told after each page: for a progress line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub pages: u32,
+    /// Products examined (read, for the audit).
+    pub examined: i64,
+    /// Granules queued.
+    pub queued: i64,
+}
+
+/// Told how a day goes; the use cases draw nothing themselves, so a terminal
+/// can show a progress line and Lambda nothing.
+pub trait Progress: Sync {
+    fn page_done(&self, tally: Tally);
+}
+
+/// No progress shown.
+impl Progress for () {
+    fn page_done(&self, _: Tally) {}
+}
+
 /// What one invocation did, and where the day stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DaySummary {
@@ -91,6 +137,7 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     query: &DayQuery,
     options: &FetchOptions,
     deadline: Deadline,
+    observer: &dyn Progress,
 ) -> Result<DaySummary, DayFetchError> {
     if let Some(left) = deadline.remaining().filter(|_| !deadline.allows_request()) {
         // Every invocation would stop at once: say so rather than loop.
@@ -151,7 +198,13 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     let mut in_hand = match fetched {
         Fetched::Page(page) => page,
         Fetched::Stopped => return Ok(stopped(summary)),
-        Fetched::Failed(source) => return Err(DayFetchError::Catalogue { attempts, source }),
+        Fetched::Failed(source, elapsed) => {
+            return Err(DayFetchError::Catalogue {
+                attempts,
+                elapsed,
+                source,
+            });
+        }
     };
     if let Some(count) = in_hand.page.count {
         let before_cursor = match progress.cursor {
@@ -252,6 +305,11 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         summary.new_granules += new.len() as i64;
         summary.known_granules += (allowed.len() - new.len()) as i64;
         cursor = next_cursor;
+        observer.page_done(Tally {
+            pages: summary.pages,
+            examined: summary.examined,
+            queued: summary.new_granules,
+        });
 
         let Some((fetched, attempts)) = fetched else {
             summary.completed = true;
@@ -261,9 +319,13 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
         match fetched {
             Fetched::Page(page) => in_hand = page,
             Fetched::Stopped => return Ok(stopped(summary)),
-            Fetched::Failed(source) => {
+            Fetched::Failed(source, elapsed) => {
                 tracing::warn!(summary = ?summary, "catalogue failed; progress so far is saved");
-                return Err(DayFetchError::Catalogue { attempts, source });
+                return Err(DayFetchError::Catalogue {
+                    attempts,
+                    elapsed,
+                    source,
+                });
             }
         }
     }

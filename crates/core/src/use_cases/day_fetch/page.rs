@@ -19,11 +19,12 @@ pub(crate) enum Fetched {
     Page(TimedPage),
     /// The stop point came first: no attempt runs past it.
     Stopped,
-    Failed(CatalogueError),
+    /// The last attempt's error, and the time from the first attempt to it.
+    Failed(CatalogueError, std::time::Duration),
 }
 
-/// One page at `cursor` with the retry policy, each attempt bounded by the stop
-/// point; returns the attempts made.
+/// One page at `cursor` with the retry policy (and its budget), each attempt
+/// bounded by the stop point; returns the attempts made.
 pub(crate) async fn fetch_page<C: Catalogue>(
     catalogue: &C,
     query: &DayQuery,
@@ -33,6 +34,7 @@ pub(crate) async fn fetch_page<C: Catalogue>(
     deadline: Deadline,
 ) -> (Fetched, u32) {
     let mut attempt = 0;
+    let first = std::time::Instant::now();
     loop {
         let Some(timeout) = deadline.attempt_timeout(options.request_timeout) else {
             return (Fetched::Stopped, attempt);
@@ -51,21 +53,25 @@ pub(crate) async fn fetch_page<C: Catalogue>(
             Ok(page) => return (Fetched::Page(TimedPage { page, requested_at }), attempt),
             Err(error) => error,
         };
-        let CatalogueError::Transient { retry_after, .. } = &error else {
-            return (Fetched::Failed(error), attempt);
-        };
+        if !error.is_transient() {
+            return (Fetched::Failed(error, first.elapsed()), attempt);
+        }
         if timeout < options.request_timeout && !deadline.allows_request() {
             // The attempt was cut at the stop point.
             tracing::info!(%error, "the catalogue had not answered by the stop point");
             return (Fetched::Stopped, attempt);
         }
         if attempt >= options.retry.max_attempts {
-            return (Fetched::Failed(error), attempt);
+            return (Fetched::Failed(error, first.elapsed()), attempt);
         }
-        let delay = options.retry.delay(attempt, *retry_after);
+        let delay = options.retry.delay(attempt, error.retry_after());
         if deadline.time_left().is_some_and(|left| left <= delay) {
             tracing::warn!(%error, ?delay, "no time left before the deadline to retry");
-            return (Fetched::Failed(error), attempt);
+            return (Fetched::Failed(error, first.elapsed()), attempt);
+        }
+        if !options.retry.allows_retry(first.elapsed(), delay) {
+            // The command line's budget: a person is waiting.
+            return (Fetched::Failed(error, first.elapsed()), attempt);
         }
         tracing::warn!(%error, attempt, ?delay, "catalogue fault; retrying");
         tokio::time::sleep(delay).await;
