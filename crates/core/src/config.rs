@@ -9,6 +9,8 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::domain::text::http_url;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} is not set")]
@@ -58,12 +60,8 @@ where
 /// `TO_DOWNLOAD_SQS_QUEUE_URL`, checked to be an http(s) URL.
 pub fn queue_url() -> Result<String, ConfigError> {
     let value = required("TO_DOWNLOAD_SQS_QUEUE_URL")?;
-    match url::Url::parse(&value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(value),
-        Ok(url) => Err(ConfigError::Malformed {
-            name: "TO_DOWNLOAD_SQS_QUEUE_URL",
-            reason: format!("scheme {:?} is not http(s)", url.scheme()),
-        }),
+    match http_url(&value) {
+        Ok(_) => Ok(value),
         Err(e) => Err(ConfigError::Malformed {
             name: "TO_DOWNLOAD_SQS_QUEUE_URL",
             reason: e.to_string(),

@@ -15,8 +15,9 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use hls_core::Password;
 use hls_core::config;
-use hls_core::domain::error_body::{error_message, short};
+use hls_core::domain::error_body::error_message;
 use hls_core::domain::notification::{NotifiedProduct, readdress_created};
+use hls_core::domain::text::short;
 use hls_core::subscriptions::{
     DEFAULT_IDENTITY_URL, DEFAULT_SUBSCRIPTIONS_URL, PasswordSource, PushSubscriptionRequest,
     SubscriptionId, SubscriptionInfo, SubscriptionStatus, SubscriptionsClient, SubscriptionsError,

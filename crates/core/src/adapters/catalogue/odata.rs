@@ -16,7 +16,7 @@ use crate::domain::granule::{Granule, ProductFields};
 use crate::domain::product::{
     self, Field, Integer, Product, Text, download_url, object_form, parse_timestamp,
 };
-use crate::domain::text::{http_url, short, short_json, snippet};
+use crate::domain::text::{UrlError, http_url, short, short_json, snippet};
 
 /// `SEARCH_URL`'s default: the production catalogue.
 pub const DEFAULT_SEARCH_URL: &str = "https://catalogue.dataspace.copernicus.eu";
@@ -35,8 +35,12 @@ pub struct ODataCatalogue {
 impl ODataCatalogue {
     /// `search_url` is the catalogue's root (`SEARCH_URL`), e.g. [`DEFAULT_SEARCH_URL`].
     pub fn new(search_url: &str) -> Result<Self, CatalogueError> {
-        let root = http_url(search_url)
-            .map_err(|e| CatalogueError::Client(format!("SEARCH_URL {search_url:?}: {e}")))?;
+        let root = http_url(search_url).map_err(|e| {
+            CatalogueError::Client(match e {
+                UrlError::Scheme(_) => format!("SEARCH_URL {search_url:?} is not http(s)"),
+                UrlError::Invalid(e) => format!("SEARCH_URL {search_url:?}: {e}"),
+            })
+        })?;
         let products_url = Url::parse(&format!(
             "{}/odata/v1/Products",
             root.as_str().trim_end_matches('/')
