@@ -29,7 +29,7 @@ pub fn download_url(id: &str) -> String {
     format!("{DOWNLOAD_URL_BASE}({id})/$value")
 }
 
-/// A `Products` entity (docs/cdse-catalogue.md, "Products").
+/// A `Products` entity (docs/cdse-catalogue.md, "Products entity").
 #[derive(Debug, Default, PartialEq, serde::Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Product<'a> {
@@ -341,17 +341,30 @@ pub struct FieldError {
 /// Reads `T` from one JSON document, naming the path of what serde refuses;
 /// `root` names the document.
 pub fn read<'a, T: Deserialize<'a>>(json: &'a str, root: &str) -> Result<T, FieldError> {
+    // Tracking the path costs an allocation per key, so it is done only to
+    // explain a failure: the same input fails the same way again.
+    serde_json::from_str(json).map_err(|_| refusal::<T>(json, root))
+}
+
+fn refusal<'a, T: Deserialize<'a>>(json: &'a str, root: &str) -> FieldError {
     let refused = |path: String, error: serde_json::Error| FieldError {
         path: if path == "." { root.to_owned() } else { path },
         syntax: !error.is_data(),
         message: error.to_string(),
     };
     let mut deserializer = serde_json::Deserializer::from_str(json);
-    let value = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| refused(e.path().to_string(), e.into_inner()))?;
-    // Trailing characters after the document.
-    deserializer.end().map_err(|e| refused(".".to_owned(), e))?;
-    Ok(value)
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(e) => refused(e.path().to_string(), e.into_inner()),
+        // Trailing characters after the document.
+        Ok(_) => match deserializer.end() {
+            Err(e) => refused(".".to_owned(), e),
+            Ok(()) => FieldError {
+                path: root.to_owned(),
+                message: "refused, then read on a second attempt".to_owned(),
+                syntax: true,
+            },
+        },
+    }
 }
 
 #[cfg(test)]
