@@ -645,6 +645,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn what_serde_refuses_is_named_by_its_path() {
+        let body = fixture("created").to_string();
+        // `key` given a second time just after `after`.
+        let twice = |key: &str, after: &str| {
+            let i = body.find(after).unwrap() + after.len();
+            format!("{}\"{key}\":\"x\",{}", &body[..i], &body[i..])
+        };
+        let error =
+            ProductNotification::parse(twice("DownloadLink", "\"Locations\":[{").as_bytes())
+                .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("value.Locations[0]: duplicate field `DownloadLink`"),
+            "{error}"
+        );
+        assert!(matches!(error.problem, Problem::Refused(_)));
+        let error = ProductNotification::parse(twice("ProductId", "{").as_bytes()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("notification: duplicate field `ProductId`"),
+            "{error}"
+        );
+        let error = ProductNotification::parse(b"{\"value\": \"\xff\"}").unwrap_err();
+        assert!(matches!(error.problem, Problem::NotJson(_)), "{error}");
+    }
+
     fn arbitrary_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),

@@ -553,6 +553,23 @@ mod tests {
     }
 
     #[test]
+    fn a_product_serde_refuses_is_rejected_alone_with_the_fields_path() {
+        let page = String::from_utf8(fixture("cdse-odata-products-page.json")).unwrap();
+        // The second product's first attribute gets its `Name` twice.
+        let second = page.match_indices("\"Attributes\"").nth(1).unwrap().0;
+        let name = second + page[second..].find("\"Name\"").unwrap();
+        let page = format!("{}\"Name\": \"x\", {}", &page[..name], &page[name..]);
+        let parsed = parse_page(page.as_bytes()).unwrap();
+        assert!(parsed.products[0].granule.is_ok());
+        let reason = parsed.products[1].granule.as_ref().unwrap_err();
+        assert!(
+            reason.starts_with("Attributes[0]: duplicate field `Name`"),
+            "{reason}"
+        );
+        assert_eq!(parsed.products[1].id, "<product 1 without Id>");
+    }
+
+    #[test]
     fn a_body_that_is_not_a_page_fails_with_its_message() {
         let error = parse_page(b"<html>Bad Gateway</html>").unwrap_err();
         assert!(matches!(error, CatalogueError::Malformed(_)));
