@@ -1,9 +1,10 @@
-//! The CDSE Subscriptions API (`CDSE-API.md` §4): its model (subscriptions,
+//! The CDSE Subscriptions API (`docs/cdse-catalogue.md`, "Subscriptions"): its model (subscriptions,
 //! their ids and statuses, the push request HLS makes) and the client that
 //! calls it with the account's bearer token.
 
 use hls_core::Password;
-use hls_core::domain::error_body::short;
+use hls_core::domain::text::http_url;
+use hls_core::domain::text::short;
 use reqwest::{Method, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -211,16 +212,8 @@ fn with_path_suffix(collection: &Url, suffix: &str) -> Url {
 
 /// A base URL from a setting, checked to be http(s).
 pub fn parse_base_url(name: &str, value: &str) -> Result<Url, SubscriptionsError> {
-    match Url::parse(value.trim()) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
-        Ok(url) => Err(SubscriptionsError::Invalid(format!(
-            "{name} {value:?}: scheme {:?} is not http(s)",
-            url.scheme()
-        ))),
-        Err(e) => Err(SubscriptionsError::Invalid(format!(
-            "{name} {value:?}: {e}"
-        ))),
-    }
+    http_url(value.trim())
+        .map_err(|e| SubscriptionsError::Invalid(format!("{name} {value:?}: {e}")))
 }
 
 /// The Subscriptions API for one account.

@@ -2,7 +2,7 @@
 //! that posts to `link-subscription-handler`'s `POST /events`.
 //!
 //! [`token`] gets and keeps the identity service's tokens, [`api`] is the
-//! Subscriptions API client and its model (`CDSE-API.md` §4), [`commands`] the
+//! Subscriptions API client and its model (`docs/cdse-catalogue.md`, "Subscriptions"), [`commands`] the
 //! subcommands, and [`settings`] the one place the environment is read.
 //! Request bodies, forms, URLs and answers are built and read by pure
 //! functions; the clients only add HTTP.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::domain::text::http_url;
 use crate::domain::tiles::{TileListError, TileSet};
 use crate::use_cases::handoff::DEFAULT_LEASE;
 
@@ -121,12 +122,8 @@ pub fn in_lambda(vars: &Vars) -> bool {
 /// `TO_DOWNLOAD_SQS_QUEUE_URL`, checked to be an http(s) URL.
 pub fn queue_url(vars: &Vars) -> Result<String, ConfigError> {
     let value = vars.required("TO_DOWNLOAD_SQS_QUEUE_URL")?;
-    match url::Url::parse(&value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(value),
-        Ok(url) => Err(ConfigError::Malformed {
-            name: "TO_DOWNLOAD_SQS_QUEUE_URL",
-            reason: format!("scheme {:?} is not http(s)", url.scheme()),
-        }),
+    match http_url(&value) {
+        Ok(_) => Ok(value),
         Err(e) => Err(ConfigError::Malformed {
             name: "TO_DOWNLOAD_SQS_QUEUE_URL",
             reason: e.to_string(),

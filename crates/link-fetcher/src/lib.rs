@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use hls_core::adapters::catalogue::{CatalogueError, ODataCatalogue, Platform, distinct_causes};
 use hls_core::adapters::metrics::{Metric, Metrics, median_and_p99};
 use hls_core::config;
+use hls_core::domain::text::short;
 use hls_core::use_cases::audit::{DayAudit, audit_day};
 use hls_core::use_cases::day_fetch::{
     DayFetchError, DaySummary, Deadline, DryRun, FetchOptions, Progress, StoreRecorder, fetch_day,
@@ -89,7 +90,7 @@ impl TryFrom<Value> for Event {
         let Value::Object(object) = &event else {
             return Err(invalid(format!(
                 "expected a JSON object, got {}",
-                short(&event)
+                quoted(&event)
             )));
         };
         if let Some(request_type) = object.get("RequestType") {
@@ -100,7 +101,7 @@ impl TryFrom<Value> for Event {
                 _ => {
                     return Err(invalid(format!(
                         "RequestType {} is not Create, Update or Delete",
-                        short(request_type)
+                        quoted(request_type)
                     )));
                 }
             };
@@ -126,7 +127,7 @@ impl TryFrom<Value> for Event {
                     .ok_or_else(|| {
                         invalid(format!(
                             "query_date_platform must be [\"YYYY-MM-DD\", \"S2A|S2B|S2C\"], got {}",
-                            short(value)
+                            quoted(value)
                         ))
                     })?;
                 Ok(Self::DatePlatform {
@@ -149,7 +150,7 @@ impl TryFrom<Value> for Event {
                     Some(other) => {
                         return Err(invalid(format!(
                             "audit.requeue must be true or false, got {}",
-                            short(other)
+                            quoted(other)
                         )));
                     }
                 };
@@ -162,7 +163,7 @@ impl TryFrom<Value> for Event {
                 Value::Bool(true) => Ok(Self::SendOwed),
                 other => Err(invalid(format!(
                     "send_owed must be true, got {}",
-                    short(other)
+                    quoted(other)
                 ))),
             },
             [] => Err(invalid(format!(
@@ -187,7 +188,7 @@ fn day_range(name: &str, value: &Value) -> Result<DayRange, EventError> {
         .ok_or_else(|| {
             invalid(format!(
                 "{name}.days must be an integer from 1 to {MAX_DAYS}, got {}",
-                value.get("days").map_or("nothing".into(), short)
+                value.get("days").map_or("nothing".into(), quoted)
             ))
         })?;
     let end = value
@@ -201,7 +202,7 @@ fn day_range(name: &str, value: &Value) -> Result<DayRange, EventError> {
         .ok_or_else(|| {
             invalid(format!(
                 "{name}.platforms must be a non-empty list of S2A, S2B, S2C, got {}",
-                value.get("platforms").map_or("nothing".into(), short)
+                value.get("platforms").map_or("nothing".into(), quoted)
             ))
         })?;
     let mut platforms = Vec::with_capacity(list.len());
@@ -222,7 +223,7 @@ fn date_value(name: &str, value: &Value) -> Result<NaiveDate, EventError> {
     let text = value.as_str().ok_or_else(|| {
         invalid(format!(
             "{name} must be a date string, got {}",
-            short(value)
+            quoted(value)
         ))
     })?;
     parse_date(text).map_err(|e| invalid(format!("{name}: {e}")))
@@ -232,7 +233,7 @@ fn platform_value(name: &str, value: &Value) -> Result<Platform, EventError> {
     let text = value.as_str().ok_or_else(|| {
         invalid(format!(
             "{name} must be S2A, S2B or S2C, got {}",
-            short(value)
+            quoted(value)
         ))
     })?;
     text.parse().map_err(|e| invalid(format!("{name}: {e}")))
@@ -243,21 +244,12 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
     let date = (text.len() == 10)
         .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
         .flatten();
-    date.ok_or_else(|| {
-        format!(
-            "{:?} is not a date of the form YYYY-MM-DD",
-            text.chars().take(40).collect::<String>()
-        )
-    })
+    date.ok_or_else(|| format!("{:?} is not a date of the form YYYY-MM-DD", short(text, 40)))
 }
 
-fn short(value: &Value) -> String {
-    let text = value.to_string();
-    if text.chars().count() > 80 {
-        format!("{}…", text.chars().take(80).collect::<String>())
-    } else {
-        text
-    }
+/// An event's value as JSON, cut for the error message.
+fn quoted(value: &Value) -> String {
+    short(&value.to_string(), 80)
 }
 
 /// The (day, platform) pairs of `range`, newest day first (its products are the

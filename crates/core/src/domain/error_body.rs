@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use crate::domain::text::{short, short_json, snippet};
+
 /// CDSE's own words from an error body: `detail` as a list of
 /// `{loc, msg}` (validation errors) or an object (`message`, `ErrorMessage`),
 /// a top-level `message`, the identity service's `error_description`, OData's
@@ -93,34 +95,6 @@ fn validation_error(item: &Value) -> String {
     } else {
         format!("{}: {msg}", loc.join("."))
     }
-}
-
-pub fn snippet(body: &[u8]) -> String {
-    short(String::from_utf8_lossy(body).trim(), 200)
-}
-
-pub fn short(value: &str, max: usize) -> String {
-    if value.chars().count() <= max {
-        value.to_owned()
-    } else {
-        format!("{}…", value.chars().take(max).collect::<String>())
-    }
-}
-
-pub fn short_json(value: &Value) -> String {
-    // JSON leaves DEL and the C1 controls (U+0080-U+009F) unescaped; a log line must not carry them.
-    let text: String = value
-        .to_string()
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect();
-    short(&text, 200)
 }
 
 #[cfg(test)]

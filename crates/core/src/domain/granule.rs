@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::domain::text::short;
+
 /// Column widths of the `granule` table the download service reads.
 const MAX_TEXT_LEN: usize = 256;
 const TILE_ID_LEN: usize = 5;
@@ -75,7 +77,7 @@ impl Granule {
         }
         let tile_id = tile_id_from_name(fields.name)
             .or_else(|| fields.tile_id_attribute.filter(|t| is_tile_id(t)))
-            .ok_or_else(|| InvalidGranule::NoTileId(truncated(fields.name)))?
+            .ok_or_else(|| InvalidGranule::NoTileId(short(fields.name, 80)))?
             .to_owned();
         Ok(Self {
             id,
@@ -124,11 +126,6 @@ fn bounded_text(field: &'static str, value: &str) -> Result<String, InvalidGranu
         });
     }
     Ok(value.to_owned())
-}
-
-/// Error messages quote at most this much of a hostile name.
-fn truncated(value: &str) -> String {
-    value.chars().take(80).collect()
 }
 
 /// The MGRS tile id embedded in a Sentinel-2 product name as `_TXXXXX_`

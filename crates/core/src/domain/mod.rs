@@ -6,4 +6,5 @@ pub mod error_body;
 pub mod granule;
 pub mod notification;
 pub mod product;
+pub mod text;
 pub mod tiles;

@@ -1,16 +1,21 @@
-//! A CDSE Subscriptions push notification: one POST per product event.
+//! A CDSE Subscriptions push notification: one POST per product event
+//! (docs/cdse-catalogue.md, "Push notifications").
 //!
-//! The body is hostile input. It is read as generic JSON and walked field by
+//! The body is hostile input. It is read into typed fields (the `value` entity
+//! with the same [`Product`] reader as catalogue pages) and checked field by
 //! field, so an error names the path of what is missing or wrong
 //! (`value.ContentDate.Start: missing`) and unknown fields are ignored.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use crate::adapters::catalogue::odata::download_url;
 use crate::domain::granule::{Granule, InvalidGranule, ProductFields, tile_id_from_name};
-use crate::domain::product::parse_timestamp;
-use crate::domain::product::{md5_checksum, tile_id_attribute};
+use crate::domain::product::{
+    self, Field, FieldError, Integer, Location, Product, Text, download_url, object_form,
+    parse_timestamp,
+};
+use crate::domain::text::short;
 
 /// A notification, reduced to what the handler acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +44,7 @@ impl SubscriptionEvent {
             "created" => Self::Created,
             "modified" => Self::Modified,
             "deleted" => Self::Deleted,
-            _ => Self::Other(value.chars().take(40).collect()),
+            _ => Self::Other(short(value, 40)),
         }
     }
 
@@ -85,64 +90,93 @@ pub enum Problem {
     ExtractedCount { count: usize },
     #[error("value: {0}")]
     InvalidProduct(InvalidGranule),
+    /// JSON that the reader refused as it stands, e.g. a key given twice.
+    #[error(transparent)]
+    Refused(FieldError),
 }
+
+/// The fields of a notification the handler reads.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct Body<'a> {
+    #[serde(borrow)]
+    subscription_event: Text<'a>,
+    #[serde(borrow)]
+    product_id: Text<'a>,
+    #[serde(borrow)]
+    product_name: Text<'a>,
+    #[serde(borrow, rename = "value")]
+    value: Field<Product<'a>>,
+}
+
+object_form!(Body);
 
 impl ProductNotification {
     /// Parses a notification body. Only `created` notifications need a product;
     /// the others need their event and product id.
     pub fn parse(body: &[u8]) -> Result<Self, NotificationError> {
-        let json: Value = serde_json::from_slice(body).map_err(|e| NotificationError {
+        let fail = |problem| NotificationError {
+            product_id: None,
+            problem,
+        };
+        let text = std::str::from_utf8(body).map_err(|_| fail(not_utf8(body)))?;
+        let root = product::read(text, "notification").map_err(|e| {
+            fail(if e.syntax {
+                Problem::NotJson(e.message)
+            } else {
+                Problem::Refused(e)
+            })
+        })?;
+        Self::from_body(&root)
+    }
+
+    /// The same as [`Self::parse`], from JSON already parsed.
+    pub fn from_json(json: &Value) -> Result<Self, NotificationError> {
+        let root = Field::deserialize(json).map_err(|e| NotificationError {
             product_id: None,
             problem: Problem::NotJson(e.to_string()),
         })?;
-        Self::from_json(&json)
+        Self::from_body(&root)
     }
 
-    pub fn from_json(json: &Value) -> Result<Self, NotificationError> {
+    fn from_body(root: &Field<Body<'_>>) -> Result<Self, NotificationError> {
         let fail = |product_id: Option<&str>, problem| NotificationError {
-            product_id: product_id.map(short),
+            product_id: product_id.map(|id| short(id, 80)),
             problem,
         };
-        let root = object(json, "notification").map_err(|p| fail(None, p))?;
-        let value = root.get("value");
-        // `ProductId` is in every notification SUB documents; the product's `Id` is the fallback.
-        let product_id = match optional_str(root, "", "ProductId").map_err(|p| fail(None, p))? {
-            Some(id) => Some(id),
-            None => match value.and_then(Value::as_object) {
-                Some(product) => {
-                    optional_str(product, "value.", "Id").map_err(|p| fail(None, p))?
-                }
-                None => None,
-            },
+        let root = match root {
+            Field::Expected(root) => root,
+            other => return Err(fail(None, wrong_type("notification", "an object", other))),
         };
-        let event = required_str(root, "", "SubscriptionEvent")
+        // `ProductId` is in every notification SUB documents; the product's `Id` is the fallback.
+        let product_id =
+            match optional_str(&root.product_id, "ProductId").map_err(|p| fail(None, p))? {
+                Some(id) => Some(id),
+                None => match &root.value {
+                    Field::Expected(product) => {
+                        optional_str(&product.id, "value.Id").map_err(|p| fail(None, p))?
+                    }
+                    _ => None,
+                },
+            };
+        let event = required_str(&root.subscription_event, "SubscriptionEvent")
             .map(SubscriptionEvent::parse)
             .map_err(|p| fail(product_id, p))?;
         let Some(product_id) = product_id else {
-            return Err(fail(
-                None,
-                Problem::Missing {
-                    path: "ProductId".into(),
-                },
-            ));
+            return Err(fail(None, missing("ProductId")));
         };
         if event != SubscriptionEvent::Created {
             return Ok(Self::Ignored {
                 event,
-                product_id: short(product_id),
+                product_id: short(product_id, 80),
             });
         }
-        let value = value.ok_or_else(|| {
-            fail(
-                Some(product_id),
-                Problem::Missing {
-                    path: "value".into(),
-                },
-            )
-        })?;
-        let product_name =
-            optional_str(root, "", "ProductName").map_err(|p| fail(Some(product_id), p))?;
-        parse_product(value, product_id, product_name)
+        if let Field::Missing = root.value {
+            return Err(fail(Some(product_id), missing("value")));
+        }
+        let product_name = optional_str(&root.product_name, "ProductName")
+            .map_err(|p| fail(Some(product_id), p))?;
+        parse_product(&root.value, product_id, product_name)
             .map(Self::Created)
             .map_err(|p| fail(Some(product_id), p))
     }
@@ -153,6 +187,14 @@ impl ProductNotification {
             Self::Ignored { product_id, .. } => product_id,
         }
     }
+}
+
+/// The message of a body that is not UTF-8, as the JSON parser words it.
+fn not_utf8(body: &[u8]) -> Problem {
+    Problem::NotJson(match serde_json::from_slice::<Value>(body) {
+        Err(e) => e.to_string(),
+        Ok(_) => "invalid UTF-8".to_owned(),
+    })
 }
 
 /// The product a synthetic notification is about.
@@ -220,39 +262,39 @@ pub fn readdress_created(
 /// The `value` of a `created` notification: a Products entity with its
 /// Attributes and Locations expanded.
 fn parse_product(
-    value: &Value,
+    value: &Field<Product<'_>>,
     product_id: &str,
     product_name: Option<&str>,
 ) -> Result<Granule, Problem> {
-    let product = object(value, "value")?;
-    let id = optional_str(product, "value.", "Id")?.unwrap_or(product_id);
-    let name = match optional_str(product, "value.", "Name")? {
+    let product = match value {
+        Field::Expected(product) => product,
+        other => return Err(wrong_type("value", "an object", other)),
+    };
+    let id = optional_str(&product.id, "value.Id")?.unwrap_or(product_id);
+    let name = match optional_str(&product.name, "value.Name")? {
         Some(name) => name,
-        None => product_name.ok_or_else(|| Problem::Missing {
-            path: "value.Name".into(),
-        })?,
+        None => product_name.ok_or_else(|| missing("value.Name"))?,
     };
-    let content_date = product
-        .get("ContentDate")
-        .ok_or_else(|| missing("value.ContentDate"))
-        .and_then(|v| object(v, "value.ContentDate"))?;
-    let begin_position = timestamp(content_date, "value.ContentDate.", "Start")?;
-    let end_position = timestamp(content_date, "value.ContentDate.", "End")?;
-    let ingestion_date = timestamp(product, "value.", "PublicationDate")?;
+    let content_date = match &product.content_date {
+        Field::Expected(content_date) => content_date,
+        Field::Missing => return Err(missing("value.ContentDate")),
+        other => return Err(wrong_type("value.ContentDate", "an object", other)),
+    };
+    let begin_position = timestamp(&content_date.start, "value.ContentDate.Start")?;
+    let end_position = timestamp(&content_date.end, "value.ContentDate.End")?;
+    let ingestion_date = timestamp(&product.publication_date, "value.PublicationDate")?;
 
-    let locations = match product.get("Locations") {
-        None | Some(Value::Null) => return Err(missing("value.Locations")),
-        Some(Value::Array(locations)) => locations,
-        Some(other) => return Err(wrong_type("value.Locations", "an array", other)),
-    };
-    let extracted: Vec<(usize, &Map<String, Value>)> = locations
-        .iter()
-        .enumerate()
-        .filter_map(|(index, location)| Some((index, location.as_object()?)))
+    match &product.locations {
+        Field::Expected(_) => {}
+        absent if absent.is_absent() => return Err(missing("value.Locations")),
+        other => return Err(wrong_type("value.Locations", "an array", other)),
+    }
+    let extracted: Vec<(usize, &Location)> = product
+        .locations()
         .filter(|(_, location)| {
             location
-                .get("FormatType")
-                .and_then(Value::as_str)
+                .format_type
+                .as_str()
                 .is_some_and(|format| format.eq_ignore_ascii_case("Extracted"))
         })
         .collect();
@@ -262,86 +304,67 @@ fn parse_product(
         });
     };
     let prefix = format!("value.Locations[{index}].");
-    let download_url = required_str(location, &prefix, "DownloadLink")?;
+    let download_url = required_str(&location.download_link, &format!("{prefix}DownloadLink"))?;
     // The location's length is the download's; the product's is the fallback.
-    let size = match integer(location, &prefix, "ContentLength")? {
+    let size = match integer(&location.content_length, &format!("{prefix}ContentLength"))? {
         Some(size) => size,
-        None => integer(product, "value.", "ContentLength")?
+        None => integer(&product.content_length, "value.ContentLength")?
             .ok_or_else(|| missing(&format!("{prefix}ContentLength")))?,
     };
-    let checksum = md5_checksum(location);
-    let tile_id_attribute = tile_id_attribute(product);
 
     Granule::parse(ProductFields {
         id,
         name,
-        tile_id_attribute,
+        tile_id_attribute: product.tile_id_attribute(),
         size,
         begin_position,
         end_position,
         ingestion_date,
         download_url,
-        checksum,
+        checksum: location.md5_checksum(),
     })
     .map_err(Problem::InvalidProduct)
 }
 
-fn timestamp(
-    entity: &Map<String, Value>,
-    prefix: &str,
-    key: &str,
-) -> Result<DateTime<Utc>, Problem> {
-    let text = required_str(entity, prefix, key)?;
+fn timestamp(field: &Text<'_>, path: &str) -> Result<DateTime<Utc>, Problem> {
+    let text = required_str(field, path)?;
     parse_timestamp(text).ok_or_else(|| Problem::BadTimestamp {
-        path: format!("{prefix}{key}"),
-        value: short(text),
+        path: path.to_owned(),
+        value: short(text, 80),
     })
 }
 
-fn integer(entity: &Map<String, Value>, prefix: &str, key: &str) -> Result<Option<i64>, Problem> {
-    match entity.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(number @ Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| wrong_type(&format!("{prefix}{key}"), "an integer", number)),
-        Some(other) => Err(wrong_type(&format!("{prefix}{key}"), "an integer", other)),
+fn integer(field: &Integer, path: &str) -> Result<Option<i64>, Problem> {
+    match field {
+        Field::Expected(n) => Ok(Some(*n)),
+        absent if absent.is_absent() => Ok(None),
+        other => Err(wrong_type(path, "an integer", other)),
     }
 }
 
-fn required_str<'a>(
-    entity: &'a Map<String, Value>,
-    prefix: &str,
-    key: &str,
-) -> Result<&'a str, Problem> {
-    optional_str(entity, prefix, key)?.ok_or_else(|| missing(&format!("{prefix}{key}")))
+fn required_str<'a>(field: &'a Text<'_>, path: &str) -> Result<&'a str, Problem> {
+    optional_str(field, path)?.ok_or_else(|| missing(path))
 }
 
 /// A string field; absent, null and empty all count as missing.
-fn optional_str<'a>(
-    entity: &'a Map<String, Value>,
-    prefix: &str,
-    key: &str,
-) -> Result<Option<&'a str>, Problem> {
-    match entity.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(wrong_type(&format!("{prefix}{key}"), "a string", other)),
+fn optional_str<'a>(field: &'a Text<'_>, path: &str) -> Result<Option<&'a str>, Problem> {
+    match field {
+        Field::Expected(s) if s.is_empty() => Ok(None),
+        Field::Expected(s) => Ok(Some(s)),
+        absent if absent.is_absent() => Ok(None),
+        other => Err(wrong_type(path, "a string", other)),
     }
-}
-
-fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Problem> {
-    value
-        .as_object()
-        .ok_or_else(|| wrong_type(path, "an object", value))
 }
 
 fn missing(path: &str) -> Problem {
     Problem::Missing { path: path.into() }
 }
 
-fn wrong_type(path: &str, expected: &'static str, found: &Value) -> Problem {
+/// A value of the wrong type; nothing at all is missing.
+fn wrong_type<T>(path: &str, expected: &'static str, found: &Field<T>) -> Problem {
+    let Field::Other(found) = found else {
+        return missing(path);
+    };
     let found = match found {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -356,11 +379,6 @@ fn wrong_type(path: &str, expected: &'static str, found: &Value) -> Problem {
         expected,
         found,
     }
-}
-
-/// Errors and logs quote at most this much of a hostile value.
-fn short(value: &str) -> String {
-    value.chars().take(80).collect()
 }
 
 #[cfg(test)]
@@ -625,6 +643,35 @@ mod tests {
             parse(&json).unwrap_err().product_id.as_deref(),
             Some("f867a59a-9336-46d0-93ae-e55bf29403f8")
         );
+    }
+
+    #[test]
+    fn what_serde_refuses_is_named_by_its_path() {
+        let body = fixture("created").to_string();
+        // `key` given a second time just after `after`.
+        let twice = |key: &str, after: &str| {
+            let i = body.find(after).unwrap() + after.len();
+            format!("{}\"{key}\":\"x\",{}", &body[..i], &body[i..])
+        };
+        let error =
+            ProductNotification::parse(twice("DownloadLink", "\"Locations\":[{").as_bytes())
+                .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("value.Locations[0]: duplicate field `DownloadLink`"),
+            "{error}"
+        );
+        assert!(matches!(error.problem, Problem::Refused(_)));
+        let error = ProductNotification::parse(twice("ProductId", "{").as_bytes()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("notification: duplicate field `ProductId`"),
+            "{error}"
+        );
+        let error = ProductNotification::parse(b"{\"value\": \"\xff\"}").unwrap_err();
+        assert!(matches!(error.problem, Problem::NotJson(_)), "{error}");
     }
 
     fn arbitrary_json() -> impl Strategy<Value = Value> {

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use crate::domain::granule::is_tile_id;
+use crate::domain::text::short;
 
 /// The list HLS processes, compiled into the binary so no file must ship beside it.
 const BUILT_IN_TILES: &str = include_str!("../../data/allowed_tiles.txt");
@@ -38,7 +39,7 @@ impl TileSet {
             if !is_tile_id(value) {
                 return Err(TileListError::BadLine {
                     line: index + 1,
-                    value: value.chars().take(40).collect(),
+                    value: short(value, 40),
                 });
             }
             tiles.insert(key(value).expect("checked above"));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
 use crate::domain::granule::Granule;
+use crate::domain::text::short;
 
 pub mod odata;
 
@@ -59,7 +60,7 @@ impl std::str::FromStr for Platform {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str() == value)
-            .ok_or_else(|| UnknownPlatform(value.chars().take(40).collect()))
+            .ok_or_else(|| UnknownPlatform(short(value, 40)))
     }
 }
 

@@ -1,37 +1,32 @@
-//! CDSE's OData Products API (see `CDSE-API.md`): query building and page parsing
-//! are pure functions; [`ODataCatalogue`] only adds one HTTP request.
+//! CDSE's OData Products API (docs/cdse-catalogue.md): query building and page
+//! parsing are pure functions; [`ODataCatalogue`] only adds one HTTP request.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
 use super::{
     Catalogue, CatalogueError, CataloguePage, DayQuery, FailedRequest, Fault, PageProduct,
     PageRequest, distinct_causes,
 };
-use crate::domain::error_body::{error_message, short, short_json, snippet};
+use crate::domain::error_body::error_message;
 use crate::domain::granule::{Granule, ProductFields};
-use crate::domain::product::{md5_checksum, parse_timestamp, tile_id_attribute};
+use crate::domain::product::{
+    self, Field, Integer, Product, Text, download_url, object_form, parse_timestamp,
+};
+use crate::domain::text::{UrlError, http_url, short, short_json, snippet};
 
 /// `SEARCH_URL`'s default: the production catalogue.
 pub const DEFAULT_SEARCH_URL: &str = "https://catalogue.dataspace.copernicus.eu";
-/// CDSE refuses `$skip` above this (HTTP 422, since 2024-11-12).
+/// CDSE refuses `$skip` above this (HTTP 422, since 2024-11-12; docs/cdse-catalogue.md, "Paging").
 pub const MAX_SKIP: u32 = 10_000;
-/// CDSE refuses `$top` above this.
+/// CDSE refuses `$top` above this (docs/cdse-catalogue.md, "Paging").
 pub const MAX_TOP: u32 = 1_000;
-/// Download links point at the production catalogue whatever `SEARCH_URL` is, and
-/// have the form push notifications carry in their `Extracted` location, so both
-/// fetchers record the same URL for a product.
-const DOWNLOAD_URL_BASE: &str = "https://catalogue.dataspace.copernicus.eu/odata/v1/Products";
-
-/// A product's download link, as the catalogue builds it.
-pub fn download_url(id: &str) -> String {
-    format!("{DOWNLOAD_URL_BASE}({id})/$value")
-}
 
 /// The OData catalogue over HTTP: one client (connection pool) for every page.
 #[derive(Debug, Clone)]
@@ -43,13 +38,12 @@ pub struct ODataCatalogue {
 impl ODataCatalogue {
     /// `search_url` is the catalogue's root (`SEARCH_URL`), e.g. [`DEFAULT_SEARCH_URL`].
     pub fn new(search_url: &str) -> Result<Self, CatalogueError> {
-        let root = Url::parse(search_url)
-            .map_err(|e| CatalogueError::Client(format!("SEARCH_URL {search_url:?}: {e}")))?;
-        if !matches!(root.scheme(), "http" | "https") {
-            return Err(CatalogueError::Client(format!(
-                "SEARCH_URL {search_url:?} is not http(s)"
-            )));
-        }
+        let root = http_url(search_url).map_err(|e| {
+            CatalogueError::Client(match e {
+                UrlError::Scheme(_) => format!("SEARCH_URL {search_url:?} is not http(s)"),
+                UrlError::Invalid(e) => format!("SEARCH_URL {search_url:?}: {e}"),
+            })
+        })?;
         let products_url = Url::parse(&format!(
             "{}/odata/v1/Products",
             root.as_str().trim_end_matches('/')
@@ -242,111 +236,133 @@ pub fn page_url(products_url: &Url, query: &DayQuery, request: &PageRequest) -> 
     url
 }
 
+/// The fields of a page we read; each product is kept as its JSON text and
+/// read on its own, so that one bad product is rejected alone.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Page<'a> {
+    #[serde(borrow)]
+    value: Field<Vec<&'a RawValue>>,
+    #[serde(rename = "@odata.count")]
+    count: Integer,
+}
+
+object_form!(Page);
+
 /// Reads a page. Products that cannot become granules are rejected one by one
 /// (id and reason); only a body that is not a page at all fails.
 pub fn parse_page(body: &[u8]) -> Result<CataloguePage, CatalogueError> {
-    let json: Value = serde_json::from_slice(body).map_err(|e| {
+    let malformed = |e: &dyn std::fmt::Display| {
         CatalogueError::Malformed(format!("{e}; the body starts {:?}", snippet(body)))
-    })?;
-    let Some(products) = json.get("value").and_then(Value::as_array) else {
+    };
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        // The JSON parser's own words for where the bytes go wrong.
+        Err(e) => {
+            return Err(match serde_json::from_slice::<Value>(body) {
+                Err(json) => malformed(&json),
+                Ok(_) => malformed(&e),
+            });
+        }
+    };
+    let page = serde_json::from_str::<Field<Page>>(text).map_err(|e| malformed(&e))?;
+    let Field::Expected(Page {
+        value: Field::Expected(products),
+        count,
+    }) = page
+    else {
         return Err(CatalogueError::Malformed(format!(
             "no \"value\" array: {}",
             error_message(body)
         )));
     };
-    let count = match json.get("@odata.count") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(value.as_i64().ok_or_else(|| {
-            CatalogueError::Malformed(format!(
+    let count = match count {
+        Field::Expected(count) => Some(count),
+        Field::Missing | Field::Other(Value::Null) => None,
+        Field::Other(value) => {
+            return Err(CatalogueError::Malformed(format!(
                 "@odata.count {} is not an integer",
-                short_json(value)
-            ))
-        })?),
+                short_json(&value)
+            )));
+        }
     };
     Ok(CataloguePage {
         products: products
             .iter()
             .enumerate()
-            .map(|(index, product)| parse_product(index, product))
+            .map(|(index, product)| parse_product(index, product.get()))
             .collect(),
         count,
     })
 }
 
-/// One entry of a page's `value`.
-pub fn parse_product(index: usize, product: &Value) -> PageProduct {
-    let object = product.as_object();
-    let id = object
-        .and_then(|o| o.get("Id"))
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
-        .map_or_else(
-            || format!("<product {index} without Id>"),
-            |id| short(id, 80),
-        );
-    let published = object
-        .and_then(|o| o.get("PublicationDate"))
-        .and_then(Value::as_str)
-        .and_then(parse_timestamp);
-    let granule = match object {
-        Some(object) => granule(object),
-        None => Err("is not a JSON object".to_owned()),
+/// One entry of a page's `value`, from its JSON text.
+pub fn parse_product(index: usize, json: &str) -> PageProduct {
+    let without_id = || format!("<product {index} without Id>");
+    let rejected = |reason: String| PageProduct {
+        id: without_id(),
+        published: None,
+        granule: Err(reason),
     };
+    let product = match product::read::<Field<Product>>(json, "product") {
+        Ok(Field::Expected(product)) => product,
+        Ok(_) => return rejected("is not a JSON object".to_owned()),
+        Err(refused) => return rejected(short(&refused.to_string(), 200)),
+    };
+    let id = product
+        .id
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .map_or_else(without_id, |id| short(id, 80));
+    let published = product.publication_date.as_str().and_then(parse_timestamp);
     PageProduct {
         id,
         published,
-        granule,
+        granule: granule(&product),
     }
 }
 
-fn granule(product: &Map<String, Value>) -> Result<Granule, String> {
-    let id = text(product, "Id")?;
-    let name = text(product, "Name")?;
-    let size = match product.get("ContentLength") {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| format!("ContentLength {n} is not an integer"))?,
-        Some(other) => {
+fn granule(product: &Product<'_>) -> Result<Granule, String> {
+    let id = text(&product.id, "Id")?;
+    let name = text(&product.name, "Name")?;
+    let size = match &product.content_length {
+        Field::Expected(size) => *size,
+        Field::Missing => return Err("ContentLength is missing".into()),
+        Field::Other(other) => {
             return Err(format!(
                 "ContentLength {} is not an integer",
                 short_json(other)
             ));
         }
-        None => return Err("ContentLength is missing".into()),
     };
-    let ingestion_date = timestamp(product, "PublicationDate")?;
+    let ingestion_date = timestamp(&product.publication_date, "PublicationDate")?;
     let content_date = product
-        .get("ContentDate")
-        .and_then(Value::as_object)
+        .content_date
+        .expected()
         .ok_or("ContentDate is missing")?;
-    let begin_position =
-        timestamp(content_date, "Start").map_err(|e| format!("ContentDate/{e}"))?;
-    let end_position = timestamp(content_date, "End").map_err(|e| format!("ContentDate/{e}"))?;
+    let begin_position = timestamp(&content_date.start, "ContentDate/Start")?;
+    let end_position = timestamp(&content_date.end, "ContentDate/End")?;
     // A page's product carries `Locations` only when expanded; without it the
     // download link is built the way the catalogue builds its own.
     let extracted = product
-        .get("Locations")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_object)
-        .find(|l| l.get("FormatType").and_then(Value::as_str) == Some("Extracted"));
+        .locations()
+        .map(|(_, location)| location)
+        .find(|l| l.format_type.as_str() == Some("Extracted"));
     let built;
-    let download_url = match extracted
-        .and_then(|l| l.get("DownloadLink"))
-        .and_then(Value::as_str)
-    {
+    let download_url = match extracted.and_then(|l| l.download_link.as_str()) {
         Some(link) => link,
         None => {
             built = download_url(id);
             &built
         }
     };
-    let checksum = md5_checksum(product).or_else(|| extracted.and_then(md5_checksum));
+    let checksum = product
+        .md5_checksum()
+        .or_else(|| extracted.and_then(|l| l.md5_checksum()));
     Granule::parse(ProductFields {
         id,
         name,
-        tile_id_attribute: tile_id_attribute(product),
+        tile_id_attribute: product.tile_id_attribute(),
         size,
         begin_position,
         end_position,
@@ -357,16 +373,17 @@ fn granule(product: &Map<String, Value>) -> Result<Granule, String> {
     .map_err(|e| e.to_string())
 }
 
-fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
-    match object.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(format!("{key} is missing")),
-        Some(other) => Err(format!("{key} {} is not a string", short_json(other))),
+/// A string field; `null` counts as missing.
+fn text<'a>(field: &'a Text<'_>, key: &str) -> Result<&'a str, String> {
+    match field {
+        Field::Expected(s) => Ok(s),
+        Field::Missing | Field::Other(Value::Null) => Err(format!("{key} is missing")),
+        Field::Other(other) => Err(format!("{key} {} is not a string", short_json(other))),
     }
 }
 
-fn timestamp(object: &Map<String, Value>, key: &str) -> Result<DateTime<Utc>, String> {
-    let value = text(object, key)?;
+fn timestamp(field: &Text<'_>, key: &str) -> Result<DateTime<Utc>, String> {
+    let value = text(field, key)?;
     parse_timestamp(value).ok_or_else(|| format!("{key} {:?} is not a timestamp", short(value, 40)))
 }
 
@@ -588,6 +605,23 @@ mod tests {
         );
         assert_eq!(parsed.products[5].id, "<product 5 without Id>");
         assert!(parsed.products.last().unwrap().granule.is_ok());
+    }
+
+    #[test]
+    fn a_product_serde_refuses_is_rejected_alone_with_the_fields_path() {
+        let page = String::from_utf8(fixture("cdse-odata-products-page.json")).unwrap();
+        // The second product's first attribute gets its `Name` twice.
+        let second = page.match_indices("\"Attributes\"").nth(1).unwrap().0;
+        let name = second + page[second..].find("\"Name\"").unwrap();
+        let page = format!("{}\"Name\": \"x\", {}", &page[..name], &page[name..]);
+        let parsed = parse_page(page.as_bytes()).unwrap();
+        assert!(parsed.products[0].granule.is_ok());
+        let reason = parsed.products[1].granule.as_ref().unwrap_err();
+        assert!(
+            reason.starts_with("Attributes[0]: duplicate field `Name`"),
+            "{reason}"
+        );
+        assert_eq!(parsed.products[1].id, "<product 1 without Id>");
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! publication order, record and queue those on allowed tiles one page at a time,
 //! and save where it stopped so that the next invocation resumes there.
 //!
-//! Paging is keyset on `PublicationDate` (CDSE-API.md §2, option B): each request
-//! asks for the products published at or after the cursor's instant, skipping the
-//! ones already examined at exactly that instant. `$skip` therefore stays small
+//! Paging is keyset on `PublicationDate` (docs/cdse-catalogue.md, "Keyset paging
+//! on PublicationDate"): each request asks for the products published at or after
+//! the cursor's instant, skipping the ones already examined at exactly that instant. `$skip` therefore stays small
 //! however large the day is; only more than [`MAX_SKIP`] products published in one
 //! microsecond could hit the catalogue's cap, and that fails clearly.
 
