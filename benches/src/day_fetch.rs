@@ -11,6 +11,7 @@ use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt, stream};
 use hls_core::adapters::catalogue::odata::parse_page;
 use hls_core::adapters::queue::MAX_BATCH;
+use hls_core::config::{PoolSettings, Vars};
 use hls_core::domain::granule::DownloadMessage;
 use hls_core::use_cases::handoff::DEFAULT_LEASE;
 use hls_core::{
@@ -19,6 +20,7 @@ use hls_core::{
 use integration_tests::catalogue_stub::CatalogueStub;
 use integration_tests::sqs_stub::SqsStub;
 use integration_tests::{TestDatabase, TestQueue, fixtures};
+use link_fetcher::settings::POOL_CONNECTIONS;
 use serde::Serialize;
 
 use crate::Settings;
@@ -399,14 +401,19 @@ impl Bench {
         ensure!(granules.len() == self.on_allowed, "the pages lost granules");
 
         // Postgres alone: the same rows, page by page, through the hand-off
-        // (rows, outbox rows and "sent" marks) with a queue that costs nothing.
+        // (rows, outbox rows and "sent" marks) with a queue that costs nothing,
+        // over a pool set up as link-fetcher's own.
         let db = TestDatabase::migrated().await;
-        let handoff = Handoff::new(GranuleStore::new(db.pool.clone()), NoQueue, DEFAULT_LEASE);
+        let pool = PoolSettings::read(&Vars::default(), POOL_CONNECTIONS)?
+            .connect(db.options.clone())
+            .await?;
+        let handoff = Handoff::new(GranuleStore::new(pool), NoQueue, DEFAULT_LEASE);
         let started = Instant::now();
         for page in &pages {
             handoff.record_and_queue(page, FoundBy::Poll).await?;
         }
         let stage_postgres = started.elapsed();
+        drop(handoff);
         drop(db);
 
         // SQS alone: the same messages, page by page, through SqsQueue.

@@ -13,7 +13,7 @@ use hls_core::config::{
 use hls_core::use_cases::day_fetch::FetchOptions;
 
 /// Lambda runs many environments at once, each with its own pool.
-const POOL_CONNECTIONS: u32 = 2;
+pub const POOL_CONNECTIONS: u32 = 2;
 
 /// The process environment, once.
 pub fn environment() -> Vars {
