@@ -12,7 +12,7 @@ use hls_core::adapters::catalogue::Platform;
 use hls_core::adapters::logging::{self, LogSettings};
 use hls_core::config::Vars;
 use hls_core::use_cases::audit::render_table;
-use hls_core::use_cases::day_fetch::{Deadline, RetryPolicy};
+use hls_core::use_cases::day_fetch::{Deadline, RETRY_LOG_TARGET, RetryPolicy};
 use lambda_runtime::{LambdaEvent, service_fn};
 use link_fetcher::progress::{Counting, ProgressLine};
 use link_fetcher::settings::{self, SearchSettings, Settings, StoreSettings};
@@ -106,6 +106,8 @@ async fn main() -> ExitCode {
         // A person is watching: the progress line, warnings and the error, not
         // a line per product (RUST_LOG or -v bring those back).
         log.default_level = LevelFilter::WARN;
+        // Retries show on the progress line instead, so the error stays one line.
+        log.quiet_targets = &[RETRY_LOG_TARGET];
     }
     logging::init(&log);
     let verbose = cli.verbose || tracing::enabled!(tracing::Level::DEBUG);

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hls_core::use_cases::day_fetch::{Progress, Tally};
+use hls_core::use_cases::day_fetch::{Progress, Retry, Tally};
 
 /// A run shorter than this shows no progress at all.
 const SHOW_AFTER: Duration = Duration::from_millis(1500);
@@ -96,10 +96,30 @@ impl<W: Write + Send> Progress for ProgressLine<W> {
         {
             return;
         }
+        line.draw(&text, now);
+    }
+
+    /// Shown at once: the person waits through the delay.
+    fn retrying(&self, retry: &Retry<'_>) {
+        let Some(out) = &self.out else { return };
+        let text = format!(
+            "{}; attempt {} of {} in {:.1} s",
+            retry.error,
+            retry.attempt + 1,
+            retry.max_attempts,
+            retry.delay.as_secs_f64()
+        );
+        let mut line = out.lock().unwrap_or_else(|e| e.into_inner());
+        line.draw(&text, Instant::now());
+    }
+}
+
+impl<W: Write> Line<W> {
+    fn draw(&mut self, text: &str, now: Instant) {
         // The cursor goes back to the start: a log line written next overwrites it.
-        let _ = write!(line.writer, "{ERASE}{text}\r");
-        let _ = line.writer.flush();
-        line.drawn = Some(now);
+        let _ = write!(self.writer, "{ERASE}{text}\r");
+        let _ = self.writer.flush();
+        self.drawn = Some(now);
     }
 }
 
@@ -124,6 +144,38 @@ mod tests {
     fn written(line: &ProgressLine<Vec<u8>>) -> String {
         let out = line.out.as_ref().unwrap().lock().unwrap();
         String::from_utf8(out.writer.clone()).unwrap()
+    }
+
+    #[test]
+    fn a_retry_shows_at_once_with_the_fault_and_the_wait_and_the_next_page_replaces_it() {
+        use hls_core::adapters::catalogue::{CatalogueError, FailedRequest, Fault};
+        let error = CatalogueError::Unreachable {
+            host: "catalogue.dataspace.copernicus.eu".into(),
+            fault: Fault::Timeout,
+            request: Box::new(FailedRequest {
+                url: "https://catalogue.dataspace.copernicus.eu/odata/v1/Products?$filter=long"
+                    .into(),
+                cause: None,
+            }),
+        };
+        // Right at the start, where a page would not be shown yet.
+        let line = ProgressLine::new(Some(Vec::new()), Counting::Queued, Instant::now());
+        line.retrying(&Retry {
+            attempt: 1,
+            max_attempts: 4,
+            delay: Duration::from_millis(1500),
+            error: &error,
+        });
+        assert_eq!(
+            written(&line),
+            "\r\x1b[2Kcatalogue catalogue.dataspace.copernicus.eu unreachable (timed out); attempt 2 of 4 in 1.5 s\r"
+        );
+        line.clear();
+        assert!(written(&line).ends_with("\r\x1b[2K"), "cleared at the end");
+        assert!(
+            !written(&line).contains("$filter"),
+            "the query URL stays out"
+        );
     }
 
     #[test]

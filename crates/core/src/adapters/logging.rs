@@ -33,6 +33,9 @@ pub struct LogSettings {
     pub in_lambda: bool,
     /// The level when `RUST_LOG` is unset, empty or unreadable.
     pub default_level: LevelFilter,
+    /// Targets left out when `RUST_LOG` is unset, empty or unreadable (what a
+    /// command line shows another way).
+    pub quiet_targets: &'static [&'static str],
 }
 
 impl LogSettings {
@@ -42,6 +45,7 @@ impl LogSettings {
             rust_log: vars.get("RUST_LOG").map(str::to_owned),
             in_lambda: config::in_lambda(vars),
             default_level: LevelFilter::INFO,
+            quiet_targets: &[],
         }
     }
 }
@@ -55,12 +59,18 @@ pub fn init(settings: &LogSettings) {
     let _ = subscriber(settings, ansi, std::io::stderr).try_init();
 }
 
-/// `RUST_LOG`'s filter; unset, empty or unreadable means `default`.
-pub fn log_filter(rust_log: Option<&str>, default: LevelFilter) -> EnvFilter {
+/// `RUST_LOG`'s filter; unset, empty or unreadable means `default`, without `quiet` targets.
+pub fn log_filter(rust_log: Option<&str>, default: LevelFilter, quiet: &[&str]) -> EnvFilter {
     rust_log
         .filter(|directives| !directives.trim().is_empty())
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(default.to_string()))
+        .unwrap_or_else(|| {
+            let mut directives = default.to_string();
+            for target in quiet {
+                directives.push_str(&format!(",{target}=off"));
+            }
+            EnvFilter::new(directives)
+        })
 }
 
 /// Keeps [`CAPPED_TARGETS`] at `info` or above and lets everything else through.
@@ -86,6 +96,7 @@ where
         .with_env_filter(log_filter(
             settings.rust_log.as_deref(),
             settings.default_level,
+            settings.quiet_targets,
         ))
         .with_writer(writer);
     if settings.in_lambda {
@@ -135,6 +146,7 @@ mod tests {
             rust_log: rust_log.map(str::to_owned),
             in_lambda: json,
             default_level,
+            quiet_targets: &[],
         };
         let subscriber = subscriber(&settings, false, move || writer.clone());
         tracing::subscriber::with_default(subscriber, || {
@@ -147,6 +159,31 @@ mod tests {
             tracing::debug!(target: "link_fetcher", "our own debug");
         });
         String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn quiet_targets_are_left_out_unless_rust_log_asks_for_them() {
+        let logged = |rust_log: Option<&str>| {
+            let buffer = Buffer::default();
+            let writer = buffer.clone();
+            let settings = LogSettings {
+                rust_log: rust_log.map(str::to_owned),
+                in_lambda: false,
+                default_level: LevelFilter::WARN,
+                quiet_targets: &["hls_core::catalogue_retry"],
+            };
+            let subscriber = subscriber(&settings, false, move || writer.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::warn!(target: "hls_core::catalogue_retry", "catalogue fault; retrying");
+                tracing::warn!(target: "hls_core::use_cases", "another warning");
+            });
+            String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        };
+        let quiet = logged(None);
+        assert!(!quiet.contains("retrying"), "{quiet}");
+        assert!(quiet.contains("another warning"), "{quiet}");
+        let asked = logged(Some("warn"));
+        assert!(asked.contains("retrying"), "{asked}");
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub async fn read_day<C: Catalogue>(
     };
     loop {
         let (fetched, attempts) =
-            fetch_page(catalogue, query, cursor, false, options, deadline).await;
+            fetch_page(catalogue, query, cursor, false, options, deadline, progress).await;
         day.requests += attempts;
         let page = match fetched {
             Fetched::Page(timed) => timed.page,

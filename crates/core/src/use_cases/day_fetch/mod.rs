@@ -86,10 +86,28 @@ pub struct Tally {
     pub queued: i64,
 }
 
+/// A catalogue request that failed and will be tried again.
+#[derive(Debug)]
+pub struct Retry<'a> {
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// The wait before the next attempt.
+    pub delay: Duration,
+    pub error: &'a CatalogueError,
+}
+
+/// The target of the "catalogue fault; retrying" warning, so that a command
+/// line that shows retries on its progress line can leave the log line out.
+pub const RETRY_LOG_TARGET: &str = "hls_core::catalogue_retry";
+
 /// Told how a day goes; the use cases draw nothing themselves, so a terminal
 /// can show a progress line and Lambda nothing.
 pub trait Progress: Sync {
     fn page_done(&self, tally: Tally);
+
+    /// A request failed and is tried again after `retry.delay`.
+    fn retrying(&self, _retry: &Retry<'_>) {}
 }
 
 /// No progress shown.
@@ -193,7 +211,8 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
     // request. That request starts at the cursor, so the count covers the products
     // not yet examined plus the `skip` examined at the cursor's instant; the ones
     // before the cursor are the day's `fetched_links` less that skip.
-    let (fetched, attempts) = fetch_page(catalogue, query, cursor, true, options, deadline).await;
+    let (fetched, attempts) =
+        fetch_page(catalogue, query, cursor, true, options, deadline, observer).await;
     summary.requests += attempts;
     let mut in_hand = match fetched {
         Fetched::Page(page) => page,
@@ -281,7 +300,18 @@ pub async fn fetch_day<C: Catalogue, R: DayRecorder>(
             if completed {
                 return None;
             }
-            Some(fetch_page(catalogue, query, next_cursor, false, options, deadline).await)
+            Some(
+                fetch_page(
+                    catalogue,
+                    query,
+                    next_cursor,
+                    false,
+                    options,
+                    deadline,
+                    observer,
+                )
+                .await,
+            )
         };
         let (recorded, fetched) = tokio::join!(record, fetch);
         let new = recorded?;

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Deadline, FetchOptions};
+use super::{Deadline, FetchOptions, Progress, RETRY_LOG_TARGET, Retry};
 use crate::adapters::catalogue::{
     Catalogue, CatalogueError, CataloguePage, DayQuery, PageProduct, PageRequest,
 };
@@ -24,7 +24,8 @@ pub(crate) enum Fetched {
 }
 
 /// One page at `cursor` with the retry policy (and its budget), each attempt
-/// bounded by the stop point; returns the attempts made.
+/// bounded by the stop point; returns the attempts made. Each retry is logged
+/// and told to `observer`.
 pub(crate) async fn fetch_page<C: Catalogue>(
     catalogue: &C,
     query: &DayQuery,
@@ -32,6 +33,7 @@ pub(crate) async fn fetch_page<C: Catalogue>(
     count: bool,
     options: &FetchOptions,
     deadline: Deadline,
+    observer: &dyn Progress,
 ) -> (Fetched, u32) {
     let mut attempt = 0;
     let first = std::time::Instant::now();
@@ -73,7 +75,13 @@ pub(crate) async fn fetch_page<C: Catalogue>(
             // The command line's budget: a person is waiting.
             return (Fetched::Failed(error, first.elapsed()), attempt);
         }
-        tracing::warn!(%error, attempt, ?delay, "catalogue fault; retrying");
+        tracing::warn!(target: RETRY_LOG_TARGET, %error, attempt, ?delay, "catalogue fault; retrying");
+        observer.retrying(&Retry {
+            attempt,
+            max_attempts: options.retry.max_attempts,
+            delay,
+            error: &error,
+        });
         tokio::time::sleep(delay).await;
     }
 }
